@@ -1,0 +1,40 @@
+# Two entry points do all the set-up on a fresh machine: `make serve` and `make test`.
+# Both create .venv and install the project when missing; the stamp makes a second run a no-op
+# until pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install-stamp
+export TRIBIND_SHARED_DATA ?= $(abspath ../shared/data)
+# The text encoder's weights ship inside a pip package; never reach for a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+DATA_DIR ?= ./var/tribind
+LISTEN   ?= 127.0.0.1:50051
+SEED_CASES ?= 2000
+
+.PHONY: install test serve bench clean-venv protos
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade -q pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+serve: $(STAMP)
+	$(VENV)/bin/tribind serve --data-dir $(DATA_DIR) --listen $(LISTEN) --seed-cases $(SEED_CASES)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
+
+protos: $(STAMP)
+	$(PY) -m protos.generate
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from tribind.cli import main
+
+sys.exit(main())
