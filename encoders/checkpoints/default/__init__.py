@@ -1,0 +1,1 @@
+"""The bundled default checkpoint: config.json, model.safetensors, model_version.txt."""

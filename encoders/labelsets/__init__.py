@@ -1,0 +1,80 @@
+"""Label sets for zero-shot labelling: per label, the modality it shows in and prompt ensembles.
+
+A label set is a JSON file here (`phantom`, `chexpert14`, `nih14`, `ptbxl_super`, `ptbxl_statements`)
+or anywhere else given by path. Label ids are the source's own vocabulary (phantom ids, NIH 'Finding
+Labels', CheXpert columns, PTB-XL SCP codes and superclasses), so a reader's labels join without a map.
+Each label has positive and negative prompt ensembles (CheXzero: a label's score is the softmax of
+the positive versus the negative prompt similarity). `modality` is "xray", "ecg" or "both".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from encoders.errors import InvalidInputError
+
+LABELSET_DIR = Path(__file__).resolve().parent
+_MODALITIES = ("xray", "ecg", "both")
+
+
+@dataclass(frozen=True)
+class Label:
+    id: str
+    modality: str
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+    description: str = ""
+
+    def applies_to(self, modality: str) -> bool:
+        """True when the label can be read off `modality` ("text" reads every label)."""
+        return modality == "text" or self.modality in (modality, "both")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    name: str
+    description: str
+    labels: tuple[Label, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(label.id for label in self.labels)
+
+    def for_modality(self, modality: str, include_both: bool = True) -> tuple[Label, ...]:
+        """The labels visible in `modality`; `include_both=False` leaves out "both" labels such as normal."""
+        return tuple(label for label in self.labels
+                     if label.applies_to(modality) and (include_both or label.modality != "both"))
+
+    def get(self, label_id: str) -> Label:
+        for label in self.labels:
+            if label.id == label_id:
+                return label
+        raise InvalidInputError("label", f"{label_id!r} is not in label set {self.name!r}; valid: {', '.join(self.ids)}")
+
+
+def list_labelsets() -> list[str]:
+    return sorted(p.stem for p in LABELSET_DIR.glob("*.json"))
+
+
+def load_labelset(name_or_path: str | Path) -> LabelSet:
+    """A registered label set name, or a path to a label-set JSON file of the same format."""
+    text = str(name_or_path)
+    path = LABELSET_DIR / f"{text}.json" if text in list_labelsets() else Path(text)
+    if not path.is_file():
+        raise InvalidInputError("labelset", f"unknown label set {text!r}; valid: {', '.join(list_labelsets())} "
+                                "(or a path to a label-set .json)")
+    data = json.loads(path.read_text())
+    labels = []
+    for i, item in enumerate(data.get("labels", [])):
+        where = f"labels[{i}]"
+        if item.get("modality") not in _MODALITIES:
+            raise InvalidInputError(f"{where}.modality", f"must be one of {', '.join(_MODALITIES)}")
+        if not item.get("positive") or not item.get("negative"):
+            raise InvalidInputError(where, "needs non-empty 'positive' and 'negative' prompt lists")
+        labels.append(Label(id=str(item["id"]), modality=item["modality"], positive=tuple(item["positive"]),
+                            negative=tuple(item["negative"]), description=item.get("description", "")))
+    if not labels:
+        raise InvalidInputError("labelset", f"{path} has no labels")
+    return LabelSet(name=data.get("name", path.stem), description=data.get("description", ""), labels=tuple(labels))

@@ -1,0 +1,1 @@
+"""Model presets as JSON (config as data); see encoders/config.py."""

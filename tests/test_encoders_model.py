@@ -1,0 +1,214 @@
+"""The encoders on the `test` preset: shapes, masks, DropKey, attention capture, LoRA, save/load."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from encoders import create_model, list_presets, load_encoder, save_checkpoint
+from encoders.attention import attention_modules, linear_drop_ratios
+from encoders.config import resolve_config
+from encoders.errors import InvalidInputError
+
+REPORTS = ["Cardiomegaly. Small left pleural effusion.", "Normal chest radiograph.", "Sinus rhythm, LBBB."]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    torch.manual_seed(0)
+    return create_model("test")
+
+
+def _inputs(bundle, batch: int = 3):
+    cfg = bundle.config
+    size = cfg["xray"]["image_size"]
+    samples = int(cfg["ecg"]["sample_rate"] * cfg["ecg"]["seconds"])
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randn(batch, 1, size, size, generator=generator)
+    signals = torch.randn(batch, 12, samples, generator=generator)
+    lead_mask = torch.ones(batch, 12, dtype=torch.bool)
+    return pixels, signals, lead_mask
+
+
+def test_presets_registered_and_unknown_lists_them():
+    assert {"test", "tiny", "base"} <= set(list_presets())
+    with pytest.raises(InvalidInputError) as err:
+        create_model("nope")
+    for name in ("test", "tiny", "base"):
+        assert name in str(err.value)
+
+
+def test_bad_config_values_raise():
+    cfg = resolve_config("test")
+    cfg["xray"]["patch_size"] = 7
+    with pytest.raises(InvalidInputError, match="patch_size"):
+        resolve_config(cfg)
+    cfg = resolve_config("test")
+    cfg["text"]["pooling"] = "max"
+    with pytest.raises(InvalidInputError, match="pooling"):
+        resolve_config(cfg)
+
+
+def test_shapes_and_unit_norm(bundle):
+    model = bundle.model.eval()
+    pixels, signals, lead_mask = _inputs(bundle)
+    tokens = bundle.tokenizer(REPORTS)
+    dim = bundle.config["embed_dim"]
+    with torch.no_grad():
+        outs = [model.encode_xray(pixels), model.encode_ecg(signals, lead_mask), model.encode_text(**tokens)]
+    for z in outs:
+        assert z.shape == (3, dim)
+        torch.testing.assert_close(z.norm(dim=-1), torch.ones(3))
+
+
+def test_wrong_shapes_raise_invalid_input(bundle):
+    model = bundle.model.eval()
+    pixels, signals, lead_mask = _inputs(bundle)
+    with pytest.raises(InvalidInputError, match="preprocess_xray"):
+        model.encode_xray(pixels[:, :, :-1])
+    with pytest.raises(InvalidInputError, match="preprocess_ecg"):
+        model.encode_ecg(signals[:, :11], lead_mask)
+    with pytest.raises(InvalidInputError, match="no leads"):
+        model.encode_ecg(signals, torch.zeros_like(lead_mask))
+    with pytest.raises(InvalidInputError):
+        bundle.tokenizer(["fine", "  "])
+
+
+def test_missing_leads_are_ignored_and_flagged(bundle):
+    model = bundle.model.eval()
+    _, signals, lead_mask = _inputs(bundle)
+    lead_mask[:, 6:] = False  # limb leads only
+    altered = signals.clone()
+    altered[:, 6:] = 5.0 * torch.randn_like(altered[:, 6:])
+    with torch.no_grad():
+        base = model.encode_ecg(signals, lead_mask)
+        torch.testing.assert_close(model.encode_ecg(altered, lead_mask), base)
+        # A lead recorded as flat zeros is not the same as a lead that is absent.
+        zeroed = signals.clone()
+        zeroed[:, 6:] = 0.0
+        full = model.encode_ecg(zeroed, torch.ones_like(lead_mask))
+    assert not torch.allclose(full, base, atol=1e-4)
+
+
+def test_text_pooling_ignores_padding(bundle):
+    model = bundle.model.eval()
+    with torch.no_grad():
+        alone = model.encode_text(**bundle.tokenizer(REPORTS[1:2]))
+        padded = model.encode_text(**bundle.tokenizer(REPORTS))[1:2]  # padded to the longest report
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)
+
+
+def test_dropkey_schedule_and_train_only(bundle):
+    assert linear_drop_ratios(0.3, 0.0, 4) == pytest.approx([0.3, 0.2, 0.1, 0.0])
+    ratios = [m.drop_ratio for m in attention_modules(bundle.model.xray)]
+    cfg = bundle.config["xray"]
+    assert ratios == pytest.approx(linear_drop_ratios(cfg["dropkey_start"], cfg["dropkey_end"], cfg["layers"]))
+    model = bundle.model
+    pixels, _, _ = _inputs(bundle)
+    model.eval()
+    with torch.no_grad():
+        first, second = model.encode_xray(pixels), model.encode_xray(pixels)
+    torch.testing.assert_close(first, second)
+    model.train()
+    try:
+        torch.manual_seed(3)
+        with torch.no_grad():
+            noisy = model.encode_xray(pixels)
+        assert not torch.allclose(noisy, first, atol=1e-5)
+    finally:
+        model.eval()
+
+
+def test_attention_capture_is_exact_and_keeps_graph(bundle):
+    model = bundle.model.eval()
+    pixels, signals, lead_mask = _inputs(bundle)
+    with torch.no_grad():
+        plain = model.encode_xray(pixels)
+    pixels = pixels.clone().requires_grad_(True)
+    with model.capture_attention(keep_graph=True) as captured:
+        z = model.encode_xray(pixels)
+        model.encode_ecg(signals, lead_mask)
+        model.encode_text(**bundle.tokenizer(REPORTS))
+    torch.testing.assert_close(z.detach(), plain, atol=1e-5, rtol=1e-4)
+    cfg = bundle.config
+    n_img = (cfg["xray"]["image_size"] // cfg["xray"]["patch_size"]) ** 2 + 1
+    assert [tuple(a.shape) for a in captured["xray"]] == [(3, cfg["xray"]["heads"], n_img, n_img)] * cfg["xray"]["layers"]
+    assert len(captured["ecg"]) == cfg["ecg"]["layers"] and captured["ecg"][0].shape[-1] == model.ecg.num_tokens
+    assert len(captured["text"]) == cfg["text"]["hf_config"]["num_hidden_layers"]
+    torch.testing.assert_close(captured["xray"][0].sum(-1), torch.ones(3, cfg["xray"]["heads"], n_img))
+    # Chefer-style relevance needs d(output)/d(attention): the probabilities must be in the graph.
+    grads = torch.autograd.grad(z.sum(), captured["xray"], retain_graph=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    for module in attention_modules(model):
+        assert module.captured is None  # released after the block
+
+
+def test_only_lora_and_heads_train(bundle):
+    trainable = {n for n, p in bundle.model.named_parameters() if p.requires_grad}
+    text_trainable = {n for n in trainable if n.startswith("text.")}
+    assert text_trainable and all("lora_" in n for n in text_trainable)
+    frozen_text = [n for n, p in bundle.model.text.named_parameters() if not p.requires_grad]
+    assert any("word_embeddings" in n for n in frozen_text)
+    for head in ("xray_proj.weight", "ecg_proj.weight", "text_proj.weight", "logit_scale"):
+        assert head in trainable
+    # LoRA sits only on the top `lora.top_layers` layers; the ones below are frozen and cacheable.
+    assert all(".layer.1." in n for n in text_trainable)
+
+
+def test_prefix_cache_gives_same_embeddings(bundle):
+    model = copy.deepcopy(bundle.model).eval()
+    tokens = bundle.tokenizer(REPORTS)
+    with torch.no_grad():
+        fresh = model.encode_text(**tokens)
+        model.text.enable_prefix_cache()
+        model.encode_text(**tokens)
+        cached = model.encode_text(**tokens)
+        full = model.text.model(**tokens).last_hidden_state  # the unsplit HF forward
+    torch.testing.assert_close(cached, fresh, atol=1e-3, rtol=1e-3)  # cache is fp16
+    mask = tokens["attention_mask"].unsqueeze(-1).float()
+    pooled = (full * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(model.text(**tokens), pooled, atol=1e-2, rtol=1e-2)
+
+
+def test_save_load_round_trip_and_version(bundle, tmp_path):
+    with torch.no_grad():
+        for p in bundle.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))  # LoRA B starts at zero: make the adapters matter
+    version = save_checkpoint(bundle, tmp_path / "ckpt")
+    assert version == bundle.model_version == (tmp_path / "ckpt" / "model_version.txt").read_text().strip()
+    loaded = load_encoder(tmp_path / "ckpt")
+    assert loaded.model_version == version
+    again = create_model("test", checkpoint=tmp_path / "ckpt")
+    assert again.model_version == version
+    pixels, signals, lead_mask = _inputs(bundle)
+    tokens = bundle.tokenizer(REPORTS)
+    with torch.no_grad():
+        for name, args in (("encode_xray", (pixels,)), ("encode_ecg", (signals, lead_mask)), ("encode_text", tokens)):
+            fn_a, fn_b = getattr(bundle.model.eval(), name), getattr(loaded.model, name)
+            a = fn_a(**args) if isinstance(args, dict) else fn_a(*args)
+            b = fn_b(**args) if isinstance(args, dict) else fn_b(*args)
+            torch.testing.assert_close(a, b, atol=5e-3, rtol=0)  # matrices are stored in fp16
+    stored = {n for n in __import__("safetensors.torch", fromlist=["load_file"]).load_file(
+        str(tmp_path / "ckpt" / "model.safetensors"))}
+    assert not any("word_embeddings" in n or ("text." in n and "lora_" not in n) for n in stored)
+
+
+def test_checkpoint_of_other_architecture_is_refused(bundle, tmp_path):
+    save_checkpoint(bundle, tmp_path / "ckpt")
+    with pytest.raises(InvalidInputError, match="architecture"):
+        create_model("tiny", checkpoint=tmp_path / "ckpt")
+    with pytest.raises(InvalidInputError, match="checkpoint"):
+        load_encoder(tmp_path / "missing")
+
+
+def test_bundled_default_checkpoint_loads():
+    from encoders.checkpoint import DEFAULT_CHECKPOINT
+
+    size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir())
+    assert size <= 25 * 2**20
+    bundle = load_encoder("default")
+    assert bundle.model_version == (DEFAULT_CHECKPOINT / "model_version.txt").read_text().strip()
+    assert bundle.config["name"] == "tiny"

@@ -1,0 +1,75 @@
+"""The training loop on the `test` preset: one process with resume, and two gloo processes via torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from encoders import load_encoder
+from training.case_tensors import build_case_tensors
+from training.train import TrainOptions, epoch_batches, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _events(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_saves_loadable_checkpoint_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    opts = TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(out), threads=1, progress=False,
+                        warmup_steps=1)
+    first = train(opts)
+    assert first["steps"] == 3 and first["cases"] == 24
+    bundle = load_encoder(out)
+    assert bundle.model_version == first["model_version"]
+    steps = [e for e in _events(out) if e["event"] == "step"]
+    assert steps and {"loss", "loss_xray_text", "loss_ecg_text", "loss_xray_ecg", "lr", "samples_per_s"} <= set(steps[-1])
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
+    opts.epochs, opts.resume = 2, True
+    second = train(opts)
+    assert second["steps"] == 6  # continued from step 3, did not start over
+    assert second["model_version"] != first["model_version"]
+
+
+def test_epoch_batches_cover_cases_once_and_group_lengths():
+    reports = [("word " * n).strip() for n in (1, 50, 2, 40, 3, 30, 4, 20, 5, 10, 6, 60)]
+    data = build_case_tensors(_StubBundle(), [(f"c{i}", (), None, None, r) for i, r in enumerate(reports)])
+    batches = epoch_batches(data, seed=1, global_batch=4, window=3)
+    flat = torch.cat(batches).tolist()
+    assert sorted(flat) == list(range(12)) and all(len(b) == 4 for b in batches)
+    spans = [max(len(reports[i]) for i in b) - min(len(reports[i]) for i in b) for b in batches]
+    assert min(spans) < max(len(r) for r in reports) / 2  # sorted windows make compact batches
+
+
+def test_two_gloo_processes_train(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tribind", "train", "--preset", "test", "--cases", "32", "--epochs", "1", "--batch-size", "8",
+           "--warmup-steps", "1", "--out", str(out), "--threads", "1", "--no-progress"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = _events(out)[0]
+    assert start["world_size"] == 2 and start["steps_per_epoch"] == 2  # 32 cases / (8 per rank x 2 ranks)
+    assert load_encoder(out).model_version == _events(out)[-1]["model_version"]
+
+
+class _StubBundle:
+    """Just enough of a ModelBundle for text-only cases (no preprocessing is called)."""
+
+    config = {"xray": {"image_size": 8}, "ecg": {"sample_rate": 10, "seconds": 1}}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,281 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, AMP on GPU, checkpoint + resume, torchrun.
+
+One process: `tribind train ...`. Several: `torchrun --nproc_per_node N -m tribind train ...`
+(gloo on CPU, NCCL on GPU). Every rank holds the whole (in-memory) data set and takes its slice of
+each global batch; the loss gathers embeddings across ranks (open_clip's ClipLoss, local_loss +
+gather_with_grad), so negatives come from the global batch.
+
+The output folder is a checkpoint directory (config.json, model.safetensors, model_version.txt, loadable
+with `create_model(None, checkpoint=DIR)`) plus `train_state.pt` (fp32 weights, optimizer, schedule,
+RNG: what `--resume` needs) and `metrics.jsonl` (one JSON object per logged step and per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from encoders.checkpoint import save_state
+from encoders.errors import InvalidInputError
+from encoders.factory import ModelBundle, create_model
+from encoders.loss import TriModalLoss
+from training.case_tensors import CaseTensors
+from training.schedule import adamw_groups, warmup_cosine
+
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+MODALITIES = ("xray", "ecg", "text")
+
+
+@dataclass
+class TrainOptions:
+    preset: str = "tiny"
+    data: str = "phantom"            # "phantom" or a manifest CSV path
+    cases: int = 3000                # phantom: how many cases; manifest: at most this many (0 = all)
+    seed: int = 0
+    out: str = "runs/tiny"
+    epochs: int = 8
+    batch_size: int = 64             # per process
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 40
+    grad_clip: float = 1.0
+    missing_rate: float = 0.15       # phantom only
+    split: str | None = "train"      # manifest only: rows of this split (None = all)
+    threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
+    resume: bool = False
+    log_every: int = 10
+    max_minutes: float | None = None  # time budget: the cosine decay fits in it; stop (and save) at its end
+    progress: bool = True
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return _Dist(rank=rank, world=world, device=device)
+
+
+def load_training_data(bundle: ModelBundle, opts: TrainOptions, world: int = 1) -> CaseTensors:
+    if opts.data == "phantom":
+        from training.phantom_dataset import phantom_case_tensors
+
+        # Under torchrun every rank generates the cases; a process pool per rank would oversubscribe.
+        return phantom_case_tensors(bundle, opts.cases, opts.seed, missing_rate=opts.missing_rate,
+                                    workers=1 if world > 1 else None)
+    if not Path(opts.data).is_file():
+        raise InvalidInputError("data", f"{opts.data} is neither 'phantom' nor a manifest file; "
+                                "write one with `tribind phantom` or a data reader")
+    from training.manifest_dataset import manifest_case_tensors
+
+    return manifest_case_tensors(bundle, opts.data, split=opts.split, limit=opts.cases or None)
+
+
+def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor,
+                  device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Model inputs for the present rows of each modality, and the [B] presence flags."""
+    present = {m: data.present(m)[idx] for m in MODALITIES}
+    batch: dict[str, torch.Tensor] = {}
+    if present["xray"].any():
+        batch["pixels"] = data.pixels[idx[present["xray"]]].float().to(device)
+    if present["ecg"].any():
+        rows = idx[present["ecg"]]
+        batch["signals"] = data.signals[rows].to(device)
+        batch["lead_mask"] = data.lead_mask[rows].to(device)
+    if present["text"].any():
+        tokens = bundle.tokenizer([data.reports[int(i)] for i in idx[present["text"]]])
+        batch.update({k: v.to(device) for k, v in tokens.items()})
+    return batch, {m: p.to(device) for m, p in present.items()}
+
+
+def epoch_batches(data: CaseTensors, seed: int, global_batch: int, window: int = 8) -> list[torch.Tensor]:
+    """One epoch of global batches: random, except that each batch holds reports of similar length.
+
+    Cases are shuffled, then sorted by report length within windows of `window` batches, cut into
+    batches, and the batches shuffled. A batch pads to its longest report, so random batches spend
+    ~30% of the text tower's work on padding; the phantom decouples report length from findings, so
+    the negatives within a batch stay as varied as in a random batch. Incomplete batches are dropped
+    (every rank must gather the same number of rows).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data), generator=generator)
+    order = order[: (len(order) // global_batch) * global_batch]
+    lengths = torch.tensor([len(r) if r else -1 for r in data.reports])
+    missing = lengths < 0
+    if missing.any() and (~missing).any():
+        # Cases without a report get a random real length, so they spread over batches instead of
+        # filling one batch that has no text pair at all.
+        pool = lengths[~missing]
+        lengths[missing] = pool[torch.randint(len(pool), (int(missing.sum()),), generator=generator)]
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(order), global_batch * window):
+        part = order[start:start + global_batch * window]
+        batches.extend(part[torch.argsort(lengths[part], stable=True)].split(global_batch))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def _full_rows(out: dict[str, torch.Tensor], present: dict[str, torch.Tensor], batch_size: int,
+               dim: int) -> dict[str, torch.Tensor]:
+    """[B, D] per modality: the embeddings of present rows in place, zeros elsewhere (for the gather)."""
+    full = {}
+    for m in MODALITIES:
+        rows = torch.nonzero(present[m]).flatten()
+        base = torch.zeros(batch_size, dim, device=present[m].device)
+        full[m] = base.index_copy(0, rows, out[m].float()) if m in out else base
+    return full
+
+
+def _write_metrics(out: Path, record: dict[str, Any]) -> None:
+    with (out / METRICS_FILE).open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def train(opts: TrainOptions) -> dict[str, Any]:
+    """Train per `opts`; returns a summary (model_version, steps, seconds, last loss)."""
+    ctx = _setup_distributed()
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    out = Path(opts.out)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    torch.manual_seed(opts.seed)  # identical initial weights on every rank
+    bundle = create_model(opts.preset)
+    model = bundle.model.to(ctx.device)
+    model.text.enable_prefix_cache()
+    data = load_training_data(bundle, opts, ctx.world)
+    batch_size = min(opts.batch_size, len(data) // ctx.world)
+    if batch_size < 2:
+        raise InvalidInputError("cases", f"{len(data)} cases cannot fill a batch of 2 per process; use more cases")
+    steps_per_epoch = len(data) // (batch_size * ctx.world)
+    total_steps = steps_per_epoch * opts.epochs
+
+    optimizer = torch.optim.AdamW(adamw_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6)
+    clock = {"start": time.time()}
+    budget = opts.max_minutes * 60 if opts.max_minutes else None
+    scheduler = warmup_cosine(optimizer, min(opts.warmup_steps, max(1, total_steps // 5)), total_steps,
+                              time_fraction=(lambda: (time.time() - clock["start"]) / budget) if budget else None)
+    first_epoch, step = 0, 0
+    state_path = out / STATE_FILE
+    if opts.resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first_epoch, step = int(state["epoch"]), int(state["step"])
+        torch.set_rng_state(state["rng"])
+
+    wrapped: torch.nn.Module = model
+    if ctx.world > 1:
+        # Some modality can be absent from a whole local batch: its tower then gets no gradient.
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    loss_fn = TriModalLoss(bundle.config["loss"], rank=ctx.rank, world_size=ctx.world)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    if ctx.main:
+        _write_metrics(out, {"event": "start", "options": asdict(opts), "cases": len(data), "world_size": ctx.world,
+                             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
+                             "setup_seconds": round(time.time() - started, 2)})
+    train_started = clock["start"] = time.time()
+    loss_value, stopped_early = float("nan"), False
+    for epoch in range(first_epoch, opts.epochs):
+        model.train()
+        batches = epoch_batches(data, opts.seed * 1000 + epoch, batch_size * ctx.world)
+        bar = _progress(ctx, opts, steps_per_epoch, epoch)
+        epoch_start, seen = time.time(), 0
+        for local_step, chunk in enumerate(batches):
+            t0 = time.time()
+            idx = chunk[ctx.rank * batch_size:(ctx.rank + 1) * batch_size]
+            batch, present = _batch_inputs(bundle, data, idx, ctx.device)
+            with amp:
+                emb = wrapped(batch)
+            full = _full_rows(emb, present, batch_size, model.embed_dim)
+            loss, parts = loss_fn(full, present, emb["logit_scale"].float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0.0, model.max_logit_scale)
+            step += 1
+            seen += batch_size * ctx.world
+            loss_value = float(loss.detach())
+            rate = batch_size * ctx.world / max(time.time() - t0, 1e-6)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_value:.3f}", samples_s=f"{rate:.1f}")
+                bar.update(1)
+            if ctx.main and (step % opts.log_every == 0 or local_step == steps_per_epoch - 1):
+                _write_metrics(out, {"event": "step", "epoch": epoch, "step": step, "loss": round(loss_value, 5),
+                                     **{f"loss_{k}": round(v, 5) for k, v in parts.items()},
+                                     "lr": scheduler.get_last_lr()[0], "logit_scale": float(model.scale().detach()),
+                                     "grad_norm": float(grad_norm), "samples_per_s": round(rate, 2),
+                                     "elapsed_s": round(time.time() - train_started, 1)})
+            if opts.max_minutes and time.time() - train_started > opts.max_minutes * 60:
+                stopped_early = True
+                break
+        if bar is not None:
+            bar.close()
+        _save(ctx, bundle, out, optimizer, scheduler, epoch + (0 if stopped_early else 1), step)
+        if ctx.main:
+            _write_metrics(out, {"event": "epoch", "epoch": epoch, "step": step, "loss": round(loss_value, 5),
+                                 "seconds": round(time.time() - epoch_start, 1),
+                                 "samples_per_s": round(seen / max(time.time() - epoch_start, 1e-6), 2),
+                                 "model_version": bundle.model_version})
+        if stopped_early:
+            break
+    summary = {"model_version": bundle.model_version, "steps": step, "cases": len(data),
+               "train_seconds": round(time.time() - train_started, 1), "total_seconds": round(time.time() - started, 1),
+               "loss": loss_value, "stopped_early": stopped_early, "out": str(out), "rank": ctx.rank}
+    if ctx.main:
+        _write_metrics(out, {"event": "end", **summary})
+    if ctx.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _progress(ctx: _Dist, opts: TrainOptions, total: int, epoch: int):
+    if not (ctx.main and opts.progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="step", file=sys.stderr,
+                dynamic_ncols=True, leave=True)
+
+
+def _save(ctx: _Dist, bundle: ModelBundle, out: Path, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, step: int) -> None:
+    if ctx.main:
+        model = bundle.model
+        bundle.model_version = save_state(model, bundle.config, out)
+        trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+        torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "step": step, "rng": torch.get_rng_state()}, out / (STATE_FILE + ".tmp"))
+        os.replace(out / (STATE_FILE + ".tmp"), out / STATE_FILE)
+    if ctx.world > 1:
+        dist.barrier()

@@ -1,0 +1,103 @@
+"""`tribind train` and `tribind eval` (the model area). Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train the joint model (phantom cases or a manifest); torchrun for several processes",
+        description="Train X-ray, ECG and text encoders into one space. Several processes: "
+                    "torchrun --nproc_per_node 2 -m tribind train ... (gloo on CPU, NCCL on GPU).")
+    train.add_argument("--preset", default="tiny", help="preset name or preset .json (default: tiny)")
+    train.add_argument("--data", default="phantom", help="'phantom' or a manifest CSV (default: phantom)")
+    train.add_argument("--cases", type=int, default=3000, help="phantom cases to generate / manifest cases to use (0 = all)")
+    train.add_argument("--seed", type=int, default=0, help="phantom population and initialisation seed")
+    train.add_argument("--out", required=True, help="output folder: the checkpoint, train_state.pt, metrics.jsonl")
+    train.add_argument("--epochs", type=int, default=8)
+    train.add_argument("--batch-size", type=int, default=64, help="per process")
+    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--weight-decay", type=float, default=0.05)
+    train.add_argument("--warmup-steps", type=int, default=40)
+    train.add_argument("--grad-clip", type=float, default=1.0)
+    train.add_argument("--missing-rate", type=float, default=0.15, help="phantom: chance each modality is missing")
+    train.add_argument("--split", default="train", help="manifest: rows of this split ('' = all)")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    train.add_argument("--max-minutes", type=float, default=None, help="training time budget: the learning-rate decay is fitted into it, and training stops and saves at its end")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    train.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    train.set_defaults(func=_train)
+
+    ev = subparsers.add_parser(
+        "eval", help="zero-shot AUROC and cross-modal retrieval of a checkpoint, beside a random init",
+        description="On phantom cases: zero-shot per-label AUROC, retrieval r@1/5/10 and label_p@10 in six "
+                    "directions, and the same for an untrained model. Other sources go to the data area's "
+                    "real-data evaluation (training.data.real_eval).")
+    ev.add_argument("--checkpoint", default="default", help="checkpoint folder or 'default' (the bundled one)")
+    ev.add_argument("--data", default="phantom", help="'phantom' or a data source (e.g. ptbxl:PATH)")
+    ev.add_argument("--seed", type=int, default=777, help="phantom population (held out from training's seed)")
+    ev.add_argument("--cases", type=int, default=1000, help="phantom cases / at most this many real records")
+    ev.add_argument("--labelset", default=None, help="label set (default: phantom for phantom data)")
+    ev.add_argument("--task", default=None, help="real data: the source's task (see training.data.real_eval)")
+    ev.add_argument("--no-random-init", action="store_true", help="skip the untrained baseline")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ev.add_argument("--json", action="store_true", help="print one JSON object (default: a short summary)")
+    ev.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import TrainOptions, train
+
+    summary = train(TrainOptions(
+        preset=args.preset, data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip, missing_rate=args.missing_rate, split=args.split or None, threads=args.threads,
+        resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress,
+    ))
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from encoders import load_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_encoder(args.checkpoint)
+    if args.data == "phantom":
+        from training.evaluate import evaluate_phantom
+
+        result = evaluate_phantom(bundle, args.cases, args.seed, labelset=args.labelset or "phantom",
+                                  random_init=not args.no_random_init)
+    else:
+        from training.data.real_eval import evaluate_real
+
+        result = evaluate_real(bundle, args.data, task=args.task, labelset=args.labelset, limit=args.cases or None,
+                               random_init=not args.no_random_init, seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_summary(result)
+    return 0
+
+
+def _print_summary(result: dict) -> None:
+    def line(name: str, figures: dict) -> str:
+        zs = figures.get("zero_shot", {})
+        parts = [f"{m} macro AUROC {v['macro_auroc']:.3f}" for m, v in zs.items() if v.get("macro_auroc") is not None]
+        for direction, r in figures.get("retrieval", {}).items():
+            if r.get("r@10") is not None:
+                parts.append(f"{direction} r@10 {r['r@10']:.3f} label_p@10 {r.get('label_p@10') or 0:.3f}")
+        return f"{name}: " + "; ".join(parts)
+
+    print(f"model_version {result.get('model_version')}  cases {result.get('cases')}  seconds {result.get('seconds')}")
+    print(line("trained", result))
+    if "random_init" in result:
+        print(line("random init", result["random_init"]))
+    sys.stdout.flush()
