@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 serve: $(STAMP)
-	$(VENV)/bin/tribind serve --data-dir $(DATA_DIR) --listen $(LISTEN) --seed-cases $(SEED_CASES)
+	$(VENV)/bin/tribind serve --data-dir $(DATA_DIR) --listen $(LISTEN) --seed-cases $(SEED_CASES) $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)

@@ -1,0 +1,224 @@
+"""Server life cycle: the CLI, kill -9 mid-ingest and restart, SIGTERM drain, a model change and Reindex.
+
+One data directory goes through every stage in order (the tests of this module depend on each other's
+state and run in file order).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from service.client import TribindError, VersionMismatch
+from service.client_types import case_ref, ecg_item, text_item
+from test_service_harness import REPO_ROOT, ServerProcess, reap_servers  # noqa: F401 (autouse: no server outlives its module)
+
+SEEDED = 8
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lifecycle")
+
+
+@pytest.fixture(scope="module")
+def state() -> dict:
+    return {}
+
+
+def _all_ids(client, query_case: str) -> set[str]:
+    """Every case with a text vector (each phantom case has a report unless its text is missing)."""
+    return {h.case_id for h in client.search(case_ref(query_case, "text"), targets=["text"], k=1000).hits}
+
+
+def _watch_health(target: str, observed: list[str], timeout_s: float = 180.0) -> None:
+    """Record the health status of `target` every 50 ms until SERVING ("DOWN" while nothing listens)."""
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    # Short reconnect backoff: the default grows to seconds and would sleep through the loading phase.
+    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
+               ("grpc.max_reconnect_backoff_ms", 100)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service="tribind.v1.Tribind"), timeout=1.0)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError:
+                status = "DOWN"
+            if not observed or observed[-1] != status:
+                observed.append(status)
+            if status == "SERVING":
+                return
+            time.sleep(0.05)
+
+
+def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tribind", *args, "--server", server.target], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_commands_through_the_sdk(data_dir, state, tmp_path):
+    server = ServerProcess(data_dir, seed_cases=SEEDED).start()
+    state["server"] = server
+    with server.client() as client:
+        assert client.stats().cases == SEEDED
+        state["seeded"] = {f"ph0-{i:06d}": client.get_case(f"ph0-{i:06d}", include_vectors=True) for i in range(SEEDED)}
+    state["query_case"] = next(c for c, v in state["seeded"].items() if "text" in v.modalities)
+    printed = "".join(server.stdout)
+    examples = [line.strip() for line in printed.split("try, from another terminal:")[1].splitlines() if line.strip()]
+    assert len(examples) == 3, printed
+    for line in examples:  # the ready message's example commands work as printed
+        run = subprocess.run(shlex.split(line), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and run.stdout.strip(), f"{line}\n{run.stderr}"
+    ingest = _cli(server, "ingest", "phantom", "--cases", "5", "--json")
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout)["library_cases"] == SEEDED + 5
+    search = _cli(server, "search", "--text", "left pleural effusion", "--target", "xray", "-k", "3", "--json")
+    assert search.returncode == 0, search.stderr
+    hits = json.loads(search.stdout)["hits"]
+    assert len(hits) == 3 and all(h["modality"] == "xray" for h in hits)
+    case_id = hits[0]["case_id"]
+    got = _cli(server, "get", case_id, "--save-xray", str(tmp_path / "x.png"), "--json")
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    classify = _cli(server, "classify", "--xray", str(tmp_path / "x.png"), "--label-set", "phantom", "--json")
+    assert classify.returncode == 0, classify.stderr
+    assert json.loads(classify.stdout)["modality"] == "xray"
+    by_case = _cli(server, "search", "--case", case_id, "--modality", "xray", "--target", "text", "-k", "2")
+    assert by_case.returncode == 0 and "score" in by_case.stdout.splitlines()[0]  # the human table
+    bad = _cli(server, "search", "--text", "effusion", "-k", "0")
+    assert bad.returncode == 1 and "INVALID_ARGUMENT: k:" in bad.stderr and "Traceback" not in bad.stderr
+    deleted = _cli(server, "delete", *[f"ph0-{1_000_000 + i}" for i in range(5)], "--json")
+    assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"deleted": 5}
+    stats = _cli(server, "stats", "--json")
+    assert json.loads(stats.stdout)["cases"] == SEEDED
+
+
+def test_real_multi_file_wfdb_record_and_ptbxl_ingest(state, shared_data):
+    """PTB's s0010_re keeps 12 leads in .dat and the Frank leads in .xyz: both files travel."""
+    from training.data.sources import open_source
+    from tribind.service_commands import record_to_case
+
+    client = state["server"].client()
+    record = ecg_item(record=shared_data / "physionet_samples" / "s0010_re")  # 1.2 MB of WFDB files
+    assert set(record.ecg.wfdb.signal_files) == {"s0010_re.dat", "s0010_re.xyz"}
+    assert client.embed([record]).vectors.shape == (1, 32)
+    cases = [record_to_case(r) for r in open_source(f"ptbxl:{shared_data / 'ptbxl'}", limit=2, rate=100, progress=False)]
+    client.upsert(cases)
+    stored = client.get_case(cases[0].case_id, include_media=True)
+    assert "ecg" in stored.modalities and stored.ecg[0].shape[0] == 12
+    assert client.delete([c.case_id for c in cases]) == 2
+    client.close()
+
+
+def test_kill_9_during_ingest_keeps_every_acknowledged_case(data_dir, state):
+    from tribind.service_commands import phantom_cases
+
+    server = state.pop("server")
+    batches: list[list] = []
+    batch: list = []
+    for case in phantom_cases(80, seed=7):
+        batch.append(case)
+        if len(batch) == 4:
+            batches.append(batch)
+            batch = []
+    acknowledged: list[str] = []
+    three_acked = threading.Event()
+    stop = threading.Event()
+
+    def ingest() -> None:
+        with server.client(retries=0) as client:
+            for chunk in batches:
+                if stop.is_set():
+                    return
+                try:
+                    client.upsert(chunk)
+                except TribindError:
+                    return  # the server died under this request: it was never acknowledged
+                acknowledged.extend(c.case_id for c in chunk)
+                if len(acknowledged) >= 12:
+                    three_acked.set()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    assert three_acked.wait(120), "ingest did not get going"
+    server.kill()  # SIGKILL: no drain, no snapshot
+    stop.set()
+    writer.join(60)
+    assert len(acknowledged) < 80, "ingest finished before the kill; the test proves nothing"
+    restarted = ServerProcess(data_dir, seed_cases=SEEDED).start()  # not empty: must not seed again
+    with restarted.client() as client:
+        stored = _all_ids(client, state["query_case"])
+        missing = [c for c in acknowledged if client.get_case(c).case_id != c]
+        assert not missing
+        for case_id in acknowledged:
+            case = client.get_case(case_id)
+            assert case.modalities, case_id
+            if "text" in case.modalities:
+                assert case_id in stored
+                top = client.search(case_ref(case_id, "text"), targets=["text"], k=1).hits[0]
+                assert top.score == pytest.approx(1.0, abs=1e-4)
+        for case_id, case in state["seeded"].items():  # the restart kept every case as it was
+            again = client.get_case(case_id, include_vectors=True)
+            assert again.labels == case.labels and again.modalities == case.modalities
+            for modality, vector in case.vectors.items():
+                np.testing.assert_array_equal(again.vectors[modality], vector)
+        state["stats"] = client.stats()
+    state["server"] = restarted
+    state["acknowledged"] = acknowledged
+
+
+def test_sigterm_drains_snapshots_and_exits_0(data_dir, state):
+    import time
+
+    server = state.pop("server")
+    asked = time.time()
+    assert server.terminate() == 0
+    sidecars = list((data_dir / "faiss").iterdir())
+    assert sidecars and all(p.stat().st_mtime >= asked - 1 for p in sidecars), "no final snapshot on SIGTERM"
+    assert "stopped" in "".join(server.stderr)
+
+
+def test_model_change_refuses_stale_search_until_reindex(data_dir, state, tmp_path):
+    preset = json.loads((REPO_ROOT / "encoders" / "presets" / "test.json").read_text())
+    preset["name"] = "test-retrained"
+    preset["text"]["init_seed"] = 4321
+    (tmp_path / "retrained.json").write_text(json.dumps(preset))
+    port = ServerProcess.free_port()
+    observed: list[str] = []
+    polling = threading.Thread(target=_watch_health, args=(f"127.0.0.1:{port}", observed), daemon=True)
+    polling.start()
+    server = ServerProcess(data_dir, preset=str(tmp_path / "retrained.json"), port=port).start()
+    try:
+        polling.join(30)
+        # bound first and NOT_SERVING while the model and library load, SERVING only then
+        assert "NOT_SERVING" in observed and observed[-1] == "SERVING", observed
+        assert observed.index("NOT_SERVING") < observed.index("SERVING")
+        with server.client() as client:
+            stats = client.stats()
+            assert stats.cases == state["stats"].cases  # every case survived the SIGTERM restart
+            assert stats.model_version != state["stats"].model_version
+            with pytest.raises(VersionMismatch) as info:
+                client.search(text_item("left pleural effusion"), targets=["xray"], k=3)
+            assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION and "reindex" in info.value.message
+            progress = list(client.reindex())
+            assert progress[-1].finished and progress[-1].done == progress[-1].total > 0
+            assert progress[-1].skipped == 0 and progress[-1].model_version == stats.model_version
+            hits = client.search(text_item("left pleural effusion"), targets=["xray"], k=3).hits
+            assert len(hits) == 3
+            case = client.get_case(state["acknowledged"][0], include_vectors=True)
+            assert case.model_version == stats.model_version
+    finally:
+        assert server.terminate() == 0
