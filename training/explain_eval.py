@@ -217,6 +217,9 @@ class _Tally:
                 "ratio": round(auc / random_auc, 4) if defined else None,
                 "score_before": _round(float(ours[:, 0].mean())),
                 "score_all_removed": _round(float(ours[:, -1].mean())),
+                # The mean score after each step: the curves behind the two areas, for plotting and sanity.
+                "curve": [round(float(v), 4) for v in ours.mean(axis=0)],
+                "random_curve": [round(float(v), 4) for v in theirs.mean(axis=0)],
                 "steps": steps, "random_orders": random_orders, "pairs": int(len(ours))}
 
 

@@ -1,0 +1,140 @@
+"""Pictures, highlighting, the CLI (`tribind explain`, `tribind eval-explain`) and the faithfulness evaluation,
+on the `test` preset and real phantom files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from encoders import create_model
+from encoders.explain import ecg_record_item, explain, explain_pair, label_target, text_item, xray_item
+from encoders.explain.figures import ecg_png, explanation_png, heatmap_to_image, pair_png
+from encoders.explain.highlight import ansi_highlight, html_highlight
+from tribind.cli import main
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    torch.manual_seed(0)
+    return create_model("test")
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    from training.phantom import write_phantom
+
+    out = tmp_path_factory.mktemp("phantom")
+    manifest = write_phantom(3, 777, out, xray_size=64, missing_rate=0.0, workers=1)
+    row = next(csv.DictReader(manifest.open()))
+    return {"xray": out / row["xray_path"], "ecg": out / row["ecg_path"], "report": row["report"]}
+
+
+def _image(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image
+
+
+def test_heatmap_back_onto_a_non_square_film():
+    heat = np.zeros((32, 32), dtype=np.float32)
+    heat[8:24, :16] = 1.0       # the film's left half (a 2:1 film sits in rows 8..23 after padding)
+    back = heatmap_to_image(heat, (50, 100))
+    assert back.shape == (50, 100)
+    assert back[:, :40].mean() > 0.9 and back[:, 60:].mean() < 0.1
+
+
+def test_pictures_decode_and_ecg_sheet_is_to_scale(bundle, phantom_files):
+    target = label_target(bundle, "pleural effusion")
+    x = xray_item(bundle, phantom_files["xray"])
+    e = ecg_record_item(bundle, phantom_files["ecg"])
+    t = text_item(phantom_files["report"], "report")
+    for item in (x, e, t):
+        picture = _image(explanation_png(explain(bundle, item, target), item))
+        assert picture.width > 200 and picture.height > 100
+        assert np.asarray(picture.convert("L")).std() > 5  # not blank
+    sheet = _image(ecg_png(explain(bundle, e, target), e))
+    seconds = bundle.config["ecg"]["seconds"]
+    # 25 mm/s plus the calibration margin, at the figure's dpi: the paper speed is what a reader measures.
+    expected_mm = 8.0 + seconds * 25.0 + 2.0
+    assert sheet.width == pytest.approx(expected_mm / 25.4 * 150, abs=2)
+    pair = _image(pair_png(explain_pair(bundle, x, t), x, t))
+    assert pair.height > 300
+
+
+def test_word_highlighting(bundle):
+    text = "Blunted <left> costophrenic angle.\nNo pneumothorax."
+    e = explain(bundle, text_item(text), label_target(bundle, "pleural_effusion_left"))
+    page = html_highlight(text, e.spans, e.relevance, "effusion")
+    assert "&lt;" in page and "&gt;" in page and "<left>" not in page and "<br>" in page
+    assert page.count("<span") == len(e.words)
+    coloured = ansi_highlight(text, e.spans, e.relevance)
+    assert "\x1b[" in coloured
+    assert coloured.replace("\x1b[0m", "").count("\x1b[") <= len(e.words)
+    plain = ansi_highlight(text, e.spans, np.zeros(len(e.words)))
+    assert plain == text
+
+
+def test_cli_explain_writes_picture_and_json(phantom_files, tmp_path, capsys):
+    out = tmp_path / "heat.png"
+    code = main(["explain", "--checkpoint", "none", "--preset", "test", "--xray", str(phantom_files["xray"]),
+                 "--label", "pleural effusion", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["sides"][0]["modality"] == "xray" and len(result["sides"][0]["relevance"]) == 4
+    assert _image(out.read_bytes()).width > 200
+    code = main(["explain", "--checkpoint", "none", "--preset", "test", "--ecg", str(phantom_files["ecg"]),
+                 "--pair-text", phantom_files["report"], "--out", str(tmp_path / "pair.png"),
+                 "--html", str(tmp_path / "pair.html")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "lead" in printed and "top words" in printed
+    assert "<span" in (tmp_path / "pair.html").read_text()
+    code = main(["explain", "--checkpoint", "none", "--preset", "test", "--xray", str(tmp_path / "missing.png"),
+                 "--label", "cardiomegaly"])
+    assert code == 2 and "file not found" in capsys.readouterr().err
+
+
+def test_eval_explain_reports_every_figure(capsys):
+    code = main(["eval-explain", "--checkpoint", "none", "--preset", "test", "--cases", "16", "--seed", "5",
+                 "--steps", "4", "--random-orders", "2", "--random-init", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "chefer" and result["seed"] == 5
+    for modality in ("xray", "ecg"):
+        pointing = result["pointing"][modality]
+        labels = {k: v for k, v in pointing.items() if isinstance(v, dict)}
+        assert labels and all(0.0 <= v["hit_rate"] <= 1.0 and 0.0 < v["random"] <= 1.0 for v in labels.values())
+        assert pointing["macro"] is None or 0.0 <= pointing["macro"] <= 1.0
+        deletion = result["deletion"][modality]
+        assert deletion["pairs"] > 0 and deletion["steps"] == 4
+    # Rate conditions cover the whole record in every lead: they cannot miss and must not count.
+    ecg = result["pointing"]["ecg"]
+    for label in ("sinus_tachycardia", "sinus_bradycardia"):
+        if label in ecg:
+            assert ecg[label]["random"] == 1.0 and ecg[label]["trivial"]
+    assert set(result["seconds_per_explanation"]) == {"xray", "ecg", "text"}
+    assert set(result["random_init"]["pointing"]) == set(result["pointing"])
+
+
+def test_real_records_explain_and_draw(bundle, shared_data):
+    """A PTB-XL record (100 Hz, 10 s, WFDB) and an NIH ChestX-ray14 thumbnail (RGBA PNG, 64 x 64)."""
+    record = shared_data / "ptbxl" / "records500" / "00000" / "00001_hr"
+    films = sorted((shared_data / "nih_chestxray14" / "valid" / "1_abnormal").glob("*.png"))
+    if not record.with_suffix(".hea").is_file() or not films:
+        pytest.skip("PTB-XL record 00001_hr or NIH thumbnails missing from the shared data")
+    target = label_target(bundle, "atrial fibrillation")
+    ecg = ecg_record_item(bundle, record)
+    e = explain(bundle, ecg, target)
+    assert np.isfinite(e.relevance).all() and e.relevance.shape[0] == 12
+    # 10 s at 500 Hz centre-cropped to the test preset's window: times must say where in the file it is.
+    assert e.time_offset_s == pytest.approx((10.0 - bundle.config["ecg"]["seconds"]) / 2)
+    assert _image(explanation_png(e, ecg)).width > 100
+    film = xray_item(bundle, films[0])
+    x = explain(bundle, film, label_target(bundle, "cardiomegaly"))
+    assert np.isfinite(x.heatmap).all() and film.image.shape == (64, 64)
+    assert _image(explanation_png(x, film)).width > 100
