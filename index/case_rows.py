@@ -236,17 +236,21 @@ def vector_rows(conn: sqlite3.Connection, vec_ids: np.ndarray) -> list[tuple[int
 
 
 def load_vectors(conn: sqlite3.Connection, modality: str, version: str, dim: int,
-                 after_id: int = 0, chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-    """(ids int64 [n], vectors float32 [n, dim]) of one modality and version with vec_id > after_id."""
-    n = conn.execute("SELECT COUNT(*) FROM vectors WHERE modality=? AND model_version=? AND vec_id>?",
-                     (modality, version, after_id)).fetchone()[0]
+                 after_id: int = 0, chunk: int = 50_000, up_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64 [n], vectors float32 [n, dim]) of one modality and version with after_id < vec_id <= up_to.
+
+    Without the write lock (a retraining aside) pass `up_to`: new rows always get larger ids, so only
+    deletes can happen below it meanwhile, and those leave the result short, never wrong-sized."""
+    top = up_to if up_to is not None else 2 ** 62
+    n = conn.execute("SELECT COUNT(*) FROM vectors WHERE modality=? AND model_version=? AND vec_id>? AND vec_id<=?",
+                     (modality, version, after_id, top)).fetchone()[0]
     ids = np.empty(n, dtype=np.int64)
     matrix = np.empty((n, dim), dtype=np.float32)
     cursor = conn.execute("SELECT vec_id, vector FROM vectors WHERE modality=? AND model_version=? AND vec_id>? "
-                          "ORDER BY vec_id", (modality, version, after_id))
+                          "AND vec_id<=? ORDER BY vec_id", (modality, version, after_id, top))
     filled = 0
     while filled < n and (rows := cursor.fetchmany(chunk)):
-        rows = rows[: n - filled]  # a concurrent writer cannot add rows: we hold the write lock
+        rows = rows[: n - filled]  # rows cannot be added in range: the write lock is held, or up_to bounds it
         ids[filled:filled + len(rows)] = [r[0] for r in rows]
         matrix[filled:filled + len(rows)] = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dim)
         filled += len(rows)

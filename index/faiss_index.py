@@ -14,6 +14,8 @@ index object is never reconfigured for a request.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -154,5 +156,23 @@ class ModalityIndex:
         if selector is not None:
             params.sel = selector
         k = max(1, min(k, self.ntotal))
-        scores, ids = self.index.search(query.reshape(1, -1), k, params=params)
+        with single_threaded():
+            scores, ids = self.index.search(query.reshape(1, -1), k, params=params)
         return scores[0], ids[0]
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run one query on the calling thread's OpenMP team of one.
+
+    A single query gains nothing from an OpenMP team but pays for waking it: on 2 busy cores a flat
+    search over 100k vectors took p50 73 ms / p99 232 ms with 2 threads and 15 / 28 ms with 1
+    (benchmarks/index_bench.py). Concurrent requests already use the cores, one thread each. The
+    setting is per thread (an OpenMP ICV), so builds on other threads keep every core; restored after.
+    """
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)

@@ -5,13 +5,21 @@ searches run concurrently on per-thread SQLite connections (WAL readers never bl
 and take the FAISS read lock only around `index.search`. FAISS is changed in place only for the
 milliseconds of an add/remove; rebuilds are built aside and swapped in.
 
+Growth: an IVF index that outgrows its training size (4x) is retrained *in a background thread*
+(k-means and list assignment at 800k vectors take minutes on 2 cores; under the write lock they
+stalled every write of a bulk import). Meanwhile the old index keeps serving and taking writes (its
+scores stay exact, its lists just get longer); the new one is caught up with what SQLite recorded
+since it started, exactly like a snapshot at start-up, and swapped in.
+
 Durability: a write returns only after its SQLite commit (WAL, synchronous=FULL). FAISS is updated
 after the commit and may lag after a crash; start-up catches it up from SQLite (see `_open_index`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +39,13 @@ from index.sqlite_schema import connect, create_schema
 from index.validation import (REINDEX_HINT, check_modality, check_vector, validate_batch, validate_filter,
                               validate_paging)
 
+log = logging.getLogger("tribind.index")
+
 DB_NAME = "cases.sqlite3"
+# A retraining aside catches up without the write lock (up to 3 rounds) while more than this many
+# vectors were written since its last mark; the final catch-up under the lock is then small.
+LOCKED_CATCH_UP_MAX = 20_000
+UNLOCKED_CATCH_UPS = 3
 SNAPSHOT_DIR = "faiss"
 
 
@@ -69,6 +83,8 @@ class CaseStore:
         self._dirty = False
         self._versions: Counter = case_rows.version_counts(self._writer)
         self._indexes: dict[str, ModalityIndex] = {}
+        # modality -> (thread, removal mark it started from): IVF regrowths running aside
+        self._growing: dict[str, tuple[threading.Thread, int]] = {}
         self.load_report: dict[str, str] = {}  # modality -> how its index was opened (for logs and tests)
         with self._write_lock:
             for modality in MODALITIES:
@@ -101,6 +117,9 @@ class CaseStore:
             return self._rebuild(modality, f"rebuilt: snapshot+catch-up holds {index.ntotal} vectors, SQLite {count}")
         self._indexes[modality] = index
         if self.policy.needs_rebuild(index.kind, index.trained_for, count, removing=False):
+            if self._regrows(index, count):
+                self._regrow_aside(modality)
+                return f"snapshot (+{len(new_ids)} added, -{len(removed)} removed since; retraining ivf for {count} vectors aside)"
             return self._rebuild(modality, f"rebuilt: {index.kind} does not suit {count} vectors")
         self._dirty = self._dirty or bool(len(new_ids) or len(removed))
         return f"snapshot (+{len(new_ids)} added, -{len(removed)} removed since)"
@@ -125,8 +144,10 @@ class CaseStore:
             added = changes.added.get(modality, [])
             count = self._versions[(modality, self.model_version)]
             if self.policy.needs_rebuild(index.kind, index.trained_for, count, removing=len(removed) > 0):
-                self._rebuild(modality, "write")
-                continue
+                if not self._regrows(index, count):
+                    self._rebuild(modality, "write")
+                    continue
+                self._regrow_aside(modality)  # and go on updating the current index meanwhile
             ids = np.array([i for i, _ in added], dtype=np.int64)
             vectors = np.stack([v for _, v in added]) if added else None
             try:
@@ -139,6 +160,97 @@ class CaseStore:
             except (RuntimeError, MemoryError):
                 # The write is committed (durable); an index that failed half-way is rebuilt from the truth.
                 self._rebuild(modality, "write: incremental update failed")
+
+    def _regrows(self, index: ModalityIndex, count: int) -> bool:
+        """An IVF index that only grew past its training size: it stays correct, so retrain aside."""
+        return index.kind == "ivf" and self.policy.kind_for(count) == "ivf"
+
+    def _regrow_aside(self, modality: str) -> None:
+        """Start retraining `modality`'s IVF index in a thread (caller holds _write_lock)."""
+        if modality in self._growing or self._closed:
+            return
+        vec_hwm, removal_hwm = case_rows.high_water_marks(self._writer)
+        thread = threading.Thread(target=self._build_aside, args=(modality, vec_hwm, removal_hwm),
+                                  name=f"regrow-{modality}", daemon=True)
+        self._growing[modality] = (thread, removal_hwm)
+        thread.start()
+
+    def _build_aside(self, modality: str, vec_hwm: int, removal_hwm: int) -> None:
+        """Build from SQLite up to the marks, catch up, and swap in; the write lock is held only for
+        the last catch-up, once what is left to add is small."""
+        swapped = False
+        try:
+            ids, vectors = self._aside_rows(modality, 0, vec_hwm)
+            built = ModalityIndex.build(self.policy, self.dim, ids, vectors)
+            del ids, vectors
+            for _ in range(UNLOCKED_CATCH_UPS):
+                with self._write_lock:
+                    if self._closed:
+                        return
+                    top_vec, top_rem = case_rows.high_water_marks(self._writer)
+                if top_vec - vec_hwm <= LOCKED_CATCH_UP_MAX:
+                    break
+                # A bulk import kept writing while we trained: add what it wrote without the lock. Any
+                # removal logged after `removal_hwm` is safe to apply early (vec_ids are never reused).
+                conn = connect(self._db_path)
+                try:
+                    removed = case_rows.removals_since(conn, modality, removal_hwm, top_vec)
+                finally:
+                    conn.close()
+                new_ids, new_vectors = self._aside_rows(modality, vec_hwm, top_vec)
+                if len(removed):
+                    built.remove(removed)
+                if len(new_ids):
+                    built.add(new_ids, new_vectors)
+                vec_hwm, removal_hwm = top_vec, top_rem
+            with self._write_lock:
+                if not self._closed:
+                    removed = case_rows.removals_since(self._writer, modality, removal_hwm, vec_hwm)
+                    new_ids, new_vectors = case_rows.load_vectors(self._writer, modality, self.model_version,
+                                                                  self.dim, after_id=vec_hwm)
+                    if len(removed):
+                        built.remove(removed)
+                    if len(new_ids):
+                        built.add(new_ids, new_vectors)
+                    # A count that disagrees means the catch-up missed something: keep the sound old index.
+                    if built.ntotal == self._versions[(modality, self.model_version)]:
+                        with self._index_lock.write():
+                            self._indexes[modality] = built
+                        self._dirty = swapped = True
+        except Exception:  # noqa: BLE001 - the old index is still correct; a later write retries
+            log.exception("retraining the %s index aside failed; the current index stays in use", modality)
+        finally:
+            with self._write_lock:
+                self._growing.pop(modality, None)
+                # Writes went on while we trained: the new index may already be outgrown (a bulk import
+                # from 200k to 1M). Retrain again now rather than wait for a write that may never come.
+                current = self._indexes[modality]
+                count = self._versions[(modality, self.model_version)]
+                if swapped and not self._closed and self._regrows(current, count) and \
+                        self.policy.needs_rebuild(current.kind, current.trained_for, count, removing=False):
+                    self._regrow_aside(modality)
+        if not swapped:
+            log.warning("the retrained %s index was not swapped in; the current index stays in use", modality)
+
+    def _aside_rows(self, modality: str, after_id: int, up_to: int) -> tuple[np.ndarray, np.ndarray]:
+        conn = connect(self._db_path)
+        try:
+            return case_rows.load_vectors(conn, modality, self.model_version, self.dim, after_id=after_id, up_to=up_to)
+        finally:
+            conn.close()
+
+    def wait_for_maintenance(self, timeout_s: float | None = None) -> bool:
+        """Wait for background index retraining to finish; True when none is left running.
+
+        Loops: a retraining that ends outgrown starts the next one before its thread exits."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._growing:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            for thread, _ in list(self._growing.values()):
+                thread.join(left)
+        return True
 
     # ---- connections ----
 
@@ -306,8 +418,10 @@ class CaseStore:
                 info = SnapshotInfo(modality, index.kind, index.ntotal, self.dim, self.model_version,
                                     vec_hwm, removal_hwm, index.trained_for, 0, 0)
                 written[modality] = write_snapshot(self._snapshot_dir, index.index, info)
-            # every sidecar now reflects removals up to removal_hwm: the log before it is no longer needed
-            self._writer.execute("DELETE FROM vector_removals WHERE seq <= ?", (removal_hwm,))
+            # every sidecar now reflects removals up to removal_hwm: the log before it is no longer needed,
+            # except by a retraining running aside, which catches up from the mark it started at
+            prune = min([removal_hwm] + [mark for _, mark in self._growing.values()])
+            self._writer.execute("DELETE FROM vector_removals WHERE seq <= ?", (prune,))
             self._dirty = False
         return written
 
@@ -315,6 +429,8 @@ class CaseStore:
         """Snapshot (if anything changed) and close every connection."""
         if self._closed:
             return
+        if snapshot:
+            self.wait_for_maintenance()  # a retrained index is worth keeping: its snapshot spares the next start
         if snapshot and self._dirty:
             self.snapshot()
         with self._write_lock:  # let a write in flight finish first

@@ -8,9 +8,9 @@ an un-normalised export) and silently normalising it would hide that bug. We rej
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -19,8 +19,8 @@ from index.records import MODALITIES, Case, Embedding, RawInput, SearchFilter
 
 NORM_TOLERANCE = 1e-3
 REINDEX_HINT = (
-    "re-embed the stored cases with the loaded model: run `tribind reindex --data-dir DIR` "
-    "(it re-encodes each case from its stored raw input), or open the store with the model that made them"
+    "re-embed the stored cases with the loaded model: run `tribind reindex --server HOST:PORT` against the "
+    "running server (it re-encodes each case from its stored raw input), or open the store with the model that made them"
 )
 
 
@@ -41,6 +41,12 @@ def check_modality(field: str, modality: object) -> str:
 
 def check_vector(field: str, vector: object, dim: int) -> np.ndarray:
     """A float32 [dim] unit vector, or InvalidRequest saying what is wrong with it."""
+    # Fast path (bulk ingest validates a million of these): a NaN/Inf makes the dot product non-finite,
+    # so one dot decides; anything unusual takes the slow path below, which names the problem.
+    if type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (dim,):
+        norm_sq = float(np.dot(vector, vector))
+        if math.isfinite(norm_sq) and abs(math.sqrt(norm_sq) - 1.0) <= NORM_TOLERANCE:
+            return vector if vector.flags.c_contiguous else np.ascontiguousarray(vector)
     try:
         array = np.asarray(vector, dtype=np.float32)
     except (TypeError, ValueError):

@@ -100,7 +100,8 @@ def _register_ingest(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("ingest", help="add cases from a data source to the server's library",
                               description="Add cases to the library. SOURCE: 'phantom' (with --cases), a manifest "
                                           "path, or a reader string such as ptbxl:/data/ptbxl (see tribind inspect).")
-    p.add_argument("source", help="'phantom', a manifest .csv/.jsonl/.parquet, or KIND:PATH")
+    p.add_argument("source", help="'phantom', a manifest .csv/.jsonl/.parquet, KIND:PATH, or precomputed "
+                                  "vectors as vectors:FILE.npy|.npz|.parquet|SHARD_DIR")
     p.add_argument("--cases", type=int, default=100, help="phantom: how many cases (default: %(default)s)")
     p.add_argument("--seed", type=int, default=PHANTOM_SEED, help="phantom population seed (default: %(default)s)")
     p.add_argument("--start", type=int, default=None,
@@ -646,11 +647,34 @@ def run_reindex(args: argparse.Namespace) -> int:
 
 
 @_rpc
+def _ingest_vectors(args: argparse.Namespace) -> int:
+    """Precomputed vectors (no re-embedding): bigger requests than raw cases, two in flight."""
+    from tqdm import tqdm
+
+    from tribind.vector_sources import ingest_vector_source, open_vector_source
+
+    vsource = open_vector_source(args.source)
+    # A raw case carries images and signals; a vector row is ~1 KB, so the default batch is larger.
+    batch_size = 512 if args.batch == UPSERT_BATCH else args.batch
+    with _client(args) as client:
+        bar = tqdm(total=vsource.total, desc=f"ingest {args.source}", unit="case", file=sys.stderr, disable=None)
+        written = ingest_vector_source(client, vsource, batch_size, 2, bar.update)
+        bar.close()
+        stats = client.stats()
+    if args.json:
+        _print_json({"ingested": written, "skipped": [], "library_cases": stats.cases})
+    else:
+        print(f"ingested {written} case(s) from {args.source}; the library now holds {stats.cases}")
+    return 0
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.batch < 1:
         raise ValueError("--batch must be >= 1")
+    if args.source.startswith("vectors:"):
+        return _ingest_vectors(args)
     if args.source == "phantom":
         if args.cases < 1:
             raise ValueError("--cases must be >= 1")
