@@ -116,8 +116,11 @@ def create_model(preset_or_config: str | Path | dict[str, Any] | None = "tiny",
                        checkpoint=Path(checkpoint) if checkpoint is not None else None)
 
 
-def load_encoder(checkpoint: str | Path = "default") -> ModelBundle:
-    """The bundle stored in a checkpoint directory ("default" = the bundled one)."""
+def load_model(checkpoint: str | Path = "default") -> ModelBundle:
+    """The whole bundle stored in a checkpoint directory ("default" = the bundled one).
+
+    One encoder as a plain nn.Module is `encoders.load_encoder(checkpoint, modality)` (encoders/backbone.py).
+    """
     return create_model(None, checkpoint=checkpoint)
 
 

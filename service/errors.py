@@ -72,8 +72,11 @@ def _index_error_status(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def status_for(exc: BaseException, context: grpc.ServicerContext | None = None) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message for an exception raised while serving."""
+    if isinstance(exc, ClientGone) and context is not None and _deadline_passed(context):
+        # The caller's deadline, not a cancel: say so, as the client's own stub would.
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the work finished"
     if isinstance(exc, ServiceError):
         return exc.code, exc.message
     if isinstance(exc, InvalidInputError):
@@ -88,6 +91,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal server error (incident {incident}; the trace is in the server log)"
 
 
+def _deadline_passed(context: grpc.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def rpc_errors(method: F) -> F:
     """Wrap a unary servicer method: map every exception to a status code (see `status_for`)."""
 
@@ -96,7 +104,7 @@ def rpc_errors(method: F) -> F:
         try:
             return method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - this is the catch-all boundary
-            code, message = status_for(exc)
+            code, message = status_for(exc, context)
         context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]
@@ -111,7 +119,7 @@ def rpc_stream_errors(method: F) -> F:
             yield from method(self, request, context)
             return
         except Exception as exc:  # noqa: BLE001 - this is the catch-all boundary
-            code, message = status_for(exc)
+            code, message = status_for(exc, context)
         context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from encoders import create_model, list_presets, load_encoder, save_checkpoint
+from encoders import create_model, list_presets, load_model, save_checkpoint
 from encoders.attention import attention_modules, linear_drop_ratios
 from encoders.config import resolve_config
 from encoders.errors import InvalidInputError
@@ -179,7 +179,7 @@ def test_save_load_round_trip_and_version(bundle, tmp_path):
                 p.add_(0.01 * torch.randn_like(p))  # LoRA B starts at zero: make the adapters matter
     version = save_checkpoint(bundle, tmp_path / "ckpt")
     assert version == bundle.model_version == (tmp_path / "ckpt" / "model_version.txt").read_text().strip()
-    loaded = load_encoder(tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
     assert loaded.model_version == version
     again = create_model("test", checkpoint=tmp_path / "ckpt")
     assert again.model_version == version
@@ -201,7 +201,7 @@ def test_checkpoint_of_other_architecture_is_refused(bundle, tmp_path):
     with pytest.raises(InvalidInputError, match="architecture"):
         create_model("tiny", checkpoint=tmp_path / "ckpt")
     with pytest.raises(InvalidInputError, match="checkpoint"):
-        load_encoder(tmp_path / "missing")
+        load_model(tmp_path / "missing")
 
 
 def test_bundled_default_checkpoint_loads():
@@ -209,6 +209,24 @@ def test_bundled_default_checkpoint_loads():
 
     size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir())
     assert size <= 25 * 2**20
-    bundle = load_encoder("default")
+    bundle = load_model("default")
     assert bundle.model_version == (DEFAULT_CHECKPOINT / "model_version.txt").read_text().strip()
     assert bundle.config["name"] == "tiny"
+
+
+def test_package_exports_resolve_lazily_and_light_modules_skip_torch():
+    import subprocess
+    import sys
+
+    import encoders
+    from encoders.backbone import load_encoder
+    from encoders.factory import load_model as factory_load_model
+
+    assert encoders.load_encoder is load_encoder and encoders.load_model is factory_load_model
+    with pytest.raises(AttributeError, match="no attribute"):
+        encoders.not_a_name  # noqa: B018
+    # A fresh interpreter: this one has torch loaded already.
+    probe = ("import sys, encoders.errors, encoders.labelsets, encoders.config; "
+             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

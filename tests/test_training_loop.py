@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from encoders import load_encoder
+from encoders import load_model
 from training.case_tensors import build_case_tensors
 from training.train import TrainOptions, epoch_batches, train
 
@@ -28,7 +28,7 @@ def test_train_saves_loadable_checkpoint_and_resumes(tmp_path):
                         warmup_steps=1)
     first = train(opts)
     assert first["steps"] == 3 and first["cases"] == 24
-    bundle = load_encoder(out)
+    bundle = load_model(out)
     assert bundle.model_version == first["model_version"]
     steps = [e for e in _events(out) if e["event"] == "step"]
     assert steps and {"loss", "loss_xray_text", "loss_ecg_text", "loss_xray_ecg", "lr", "samples_per_s"} <= set(steps[-1])
@@ -59,7 +59,7 @@ def test_two_gloo_processes_train(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     start = _events(out)[0]
     assert start["world_size"] == 2 and start["steps_per_epoch"] == 2  # 32 cases / (8 per rank x 2 ranks)
-    assert load_encoder(out).model_version == _events(out)[-1]["model_version"]
+    assert load_model(out).model_version == _events(out)[-1]["model_version"]
 
 
 class _StubBundle:

@@ -65,11 +65,11 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from encoders import load_encoder
+    from encoders import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    bundle = load_encoder(args.checkpoint)
+    bundle = load_model(args.checkpoint)
     if args.data == "phantom":
         from training.evaluate import evaluate_phantom
 
@@ -82,8 +82,12 @@ def _eval(args: argparse.Namespace) -> int:
                                random_init=not args.no_random_init, seed=args.seed)
     if args.json:
         print(json.dumps(result))
-    else:
+    elif args.data == "phantom":
         _print_summary(result)
+    else:
+        from training.data.real_eval import format_real_eval
+
+        print(format_real_eval(result))
     return 0
 
 

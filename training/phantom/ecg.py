@@ -33,6 +33,15 @@ DOWER = np.array([
 ])
 
 _LVH_LEADS = ["I", "aVL", "V1", "V2", "V5", "V6"]
+# The anatomical heart axis (case attribute heart_axis_deg) at which the templates are drawn
+# unrotated; a case's deviation from it turns every cardiac dipole in the frontal plane.
+NOMINAL_HEART_AXIS_DEG = 45.0
+
+
+def frontal_rotation(degrees: float) -> np.ndarray:
+    """[3, 3] rotation in the frontal (X-Y) plane; positive turns the axis toward the feet (rightward axis)."""
+    a = np.deg2rad(degrees)
+    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
 
 
 def _lobe(t: np.ndarray, center: float, sigma: float, vec) -> np.ndarray:
@@ -236,6 +245,9 @@ def synthesize_ecg(labels: tuple[str, ...], attributes: dict, rng: np.random.Gen
             fw += np.sin(2 * np.pi * f * t + phase + rng.uniform(0, 2 * np.pi))
         xyz += np.outer(direction, f_amp * fw / 1.7)
 
+    # Half the anatomical deviation: the whole range then keeps the lateral T waves upright in normals.
+    turn = 0.5 * (attributes.get("heart_axis_deg", NOMINAL_HEART_AXIS_DEG) - NOMINAL_HEART_AXIS_DEG)
+    xyz = frontal_rotation(turn) @ xyz
     eight = DOWER @ xyz                              # I, II, V1..V6
     # Chest-electrode placement and chest-wall thickness change each precordial lead's gain in real
     # recordings; this also keeps one lead's RMS from giving a diagnosis away (difficulty guard).

@@ -33,6 +33,8 @@ _STREAM_BLOCK = 7
 # so follow-ups exist without any state shared between indices of different blocks.
 PATIENT_BLOCK = 8
 HABITUS = ("slender", "average", "broad")
+# Mean frontal QRS axis (degrees, 0 = patient's left, +90 = feet) per habitus.
+HEART_AXIS_BY_HABITUS = {"slender": 75.0, "average": 45.0, "broad": 15.0}
 LOBES = ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe")
 _EPOCH = _dt.datetime(2180, 1, 1, 8, 0, 0)
 
@@ -88,8 +90,12 @@ def _patient(seed: int, block: int, patient: int) -> dict:
     r = rng.random()
     bbb = "lbbb" if r < (0.2 if cardiomegaly else 0.1) else ("rbbb" if r > 0.88 else None)
     first_day = int(rng.integers(0, 3650))
+    # The heart's anatomical long axis sets its electrical axis: the horizontal heart of a broad chest
+    # gives a leftward frontal QRS axis, the vertical heart of a slender one a rightward axis. A
+    # continuous trait of the patient that both the film (heart tilt) and the ECG (QRS axis) show.
+    heart_axis = float(np.clip(rng.normal(HEART_AXIS_BY_HABITUS[habitus], 22.0), -30.0, 110.0))
     return {
-        "age": age, "sex": sex, "habitus": habitus, "first_day": first_day,
+        "age": age, "sex": sex, "habitus": habitus, "first_day": first_day, "heart_axis": heart_axis,
         "chronic": {"cardiomegaly": cardiomegaly, "lvh": lvh, "atrial_fibrillation": af, "bbb": bbb},
     }
 
@@ -184,6 +190,8 @@ def _attributes(rng: np.random.Generator, patient: dict, labels: set[str]) -> di
         attrs["atelectasis_side"] = str(rng.choice(sides)) if sides and rng.random() < 0.7 else str(rng.choice(("left", "right")))
     if "pulmonary_edema" in labels:
         attrs["edema_severity"] = str(rng.choice(("mild", "moderate", "severe"), p=(0.35, 0.4, 0.25)))
+    # Posture and inspiration move the axis a little from visit to visit.
+    attrs["heart_axis_deg"] = round(patient["heart_axis"] + float(rng.normal(0.0, 4.0)), 1)
     attrs["xray_normal"] = not any(lab in labels for lab in (
         "cardiomegaly", "pleural_effusion_left", "pleural_effusion_right", "pulmonary_edema",
         "consolidation", "pneumothorax", "atelectasis"))
