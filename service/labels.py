@@ -3,6 +3,11 @@
 The prompt ensembles of a built-in label set are embedded once per server (the first Classify with
 that set pays ~1 text forward pass per prompt) and cached; custom labels are embedded per request.
 A subject only gets the labels visible in its modality: an ECG is not asked about pleural effusion.
+
+When the served checkpoint has a `calibration.json` fitted for its model_version (`tribind calibrate`)
+covering a built-in label set and the subject's modality, `probability` is the calibrated one and the
+labels are ranked by it: raw CheXzero probabilities sit on a different scale per label and cannot be
+ranked against each other. Custom labels and uncovered sets keep the raw probability.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from encoders.calibration import Calibration
 from encoders.errors import InvalidInputError
 from encoders.labelsets import Label, LabelSet, list_labelsets, load_labelset
 from encoders.zero_shot import label_embeddings, zero_shot_probabilities
@@ -30,7 +36,8 @@ MAX_PROMPT_CHARS = 1000
 class ScoredLabel:
     label: str
     score: float         # cosine(subject, positive ensemble) - cosine(subject, negative ensemble)
-    probability: float   # sigmoid(logit_scale * score): the CheXzero positive-vs-negative softmax
+    probability: float   # calibrated when the checkpoint has a calibration for the set and modality, else
+                         # sigmoid(logit_scale * score): the CheXzero positive-vs-negative softmax
 
 
 class LabelScorer:
@@ -39,6 +46,9 @@ class LabelScorer:
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._sets: dict[str, LabelSet] = {}
         self._lock = threading.Lock()
+        checkpoint = getattr(model.bundle, "checkpoint", None)
+        self.calibration: Calibration | None = (
+            Calibration.load(checkpoint, model.model_version) if checkpoint is not None else None)
 
     def names(self) -> list[str]:
         return list_labelsets()
@@ -90,8 +100,17 @@ class LabelScorer:
         with torch.inference_mode():
             probs = zero_shot_probabilities(subject, positive, negative, self._model.bundle.model.scale())[0]
             margin = (subject @ positive.T - subject @ negative.T)[0]
+        ids = [label.id for label in labels]
+        if self._calibrated(label_set, modality, ids):
+            assert self.calibration is not None
+            probs = self.calibration.apply(ids, modality, margin.double().numpy(), label_set.name)
         scored = [ScoredLabel(label.id, float(m), float(p)) for label, m, p in zip(labels, margin, probs)]
         return sorted(scored, key=lambda s: (-s.probability, s.label))
+
+    def _calibrated(self, label_set: LabelSet, modality: str, ids: list[str]) -> bool:
+        # Only the registered set object: a custom set may reuse a built-in name and its label ids.
+        builtin = self._sets.get(label_set.name) is label_set
+        return builtin and self.calibration is not None and self.calibration.covers(label_set.name, modality, ids)
 
     def _prompt_embeddings(self, label_set: LabelSet, labels: tuple[Label, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         key = f"{label_set.name}:{','.join(label.id for label in labels)}"

@@ -6,6 +6,8 @@ state and run in file order).
 
 from __future__ import annotations
 
+import time
+
 import json
 import shlex
 import subprocess
@@ -76,7 +78,20 @@ def test_cli_commands_through_the_sdk(data_dir, state, tmp_path):
         assert client.stats().cases == SEEDED
         state["seeded"] = {f"ph0-{i:06d}": client.get_case(f"ph0-{i:06d}", include_vectors=True) for i in range(SEEDED)}
     state["query_case"] = next(c for c, v in state["seeded"].items() if "text" in v.modalities)
+    # Health turns SERVING a moment before the ready block is printed and read from the pipe.
+    marker = "try, from another terminal:"
+
+    def printed_examples() -> list[str]:
+        printed = "".join(server.stdout)
+        if marker not in printed:
+            return []
+        return [line.strip() for line in printed.split(marker)[1].splitlines() if line.strip()]
+
+    deadline = time.monotonic() + 30
+    while len(printed_examples()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     printed = "".join(server.stdout)
+    assert marker in printed, f"no example commands printed:\n{printed}"
     examples = [line.strip() for line in printed.split("try, from another terminal:")[1].splitlines() if line.strip()]
     assert len(examples) == 3, printed
     for line in examples:  # the ready message's example commands work as printed

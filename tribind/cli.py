@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tribind.data_commands",      # inspect
     "tribind.service_commands",   # serve, ingest, search, classify, get, delete, stats, reindex
     "tribind.explain_commands",   # explain, eval-explain
+    "tribind.calibration_commands",  # calibrate
 )
 
 

@@ -1,0 +1,205 @@
+"""Fit per-label Platt maps of zero-shot margins on labelled phantom cases (`tribind calibrate`).
+
+For every label of a label set and every modality it can be read off, the margin
+`cos(case, positive ensemble) - cos(case, negative ensemble)` (the quantity `service/labels.py`
+scores) is mapped to a probability by a one-feature logistic regression, `p = sigmoid(a * m + b)`
+(Platt 1999). Two guards keep labels with few positives sane:
+
+- Platt's class-prior correction: the targets are (N+ + 1) / (N+ + 2) for positives and 1 / (N- + 2)
+  for negatives instead of 1 and 0, so a label seen 3 times never gets p = 1.0 and a label never
+  seen gets its smoothed prior, not 0;
+- an L2 penalty on the slope of the *standardised* margin, which shrinks towards the prior when the
+  few positives would otherwise fix an arbitrarily steep map.
+
+The slope is kept >= 0 (a margin that ranks a label backwards gets the constant prior) so the map is
+monotone and per-label AUROC is unchanged (the summary reports it: a label the model barely separates
+stays barely separated, calibration only puts it on the common scale). The calibration cases are
+split once (seeded): the maps are fitted on one part and the Brier score, ECE and top-2 rate
+before/after are measured on the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders.calibration import Calibration, PlattMap
+from encoders.errors import InvalidInputError
+from encoders.factory import ModelBundle
+from encoders.labelsets import LabelSet
+from encoders.zero_shot import label_embeddings
+from training.case_tensors import CaseTensors
+from training.metrics import auroc
+
+DEFAULT_SEED = 4242      # disjoint from the training seed (0) and the evaluation seeds (777, 99, ...)
+DEFAULT_L2 = 1.0         # on the slope of the standardised margin; ~N/1000 of the data term at N=1000
+DEFAULT_HOLDOUT = 0.3
+ECE_BINS = 10
+TOP_K = 2                # the product shows the top 2 labels of a subject
+
+
+@dataclass
+class Margins:
+    """One modality's margins and truth for the cases that have it."""
+
+    label_ids: tuple[str, ...]
+    margins: np.ndarray      # [N, K] float64
+    truth: np.ndarray        # [N, K] bool
+
+
+def fit_platt(margins: np.ndarray, truth: np.ndarray, l2: float = DEFAULT_L2, max_iter: int = 100) -> PlattMap:
+    """Regularised, prior-corrected Platt fit of one label: margins [N], truth [N] bool."""
+    x = np.asarray(margins, dtype=np.float64).reshape(-1)
+    y = np.asarray(truth, dtype=bool).reshape(-1)
+    if x.shape != y.shape or x.size == 0:
+        raise InvalidInputError("margins", f"{x.size} margins and {y.size} truth values; give one of each per case")
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError("margins", "contain NaN or infinity; check the embeddings")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    prior_b = math.log((n_pos + 1.0) / (n_neg + 1.0))
+    mu, sd = float(x.mean()), float(x.std())
+    if sd < 1e-12 or n_pos == 0 or n_neg == 0:
+        return PlattMap(0.0, prior_b, n_pos, n_neg)
+    z = (x - mu) / sd
+    # Newton on (slope, intercept): the problem is 2-D and strictly convex with the penalty.
+    w = np.array([0.0, prior_b])
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(w[0] * z + w[1])))
+        r = p - target
+        grad = np.array([r @ z + l2 * w[0], r.sum()])
+        s = p * (1.0 - p)
+        hess = np.array([[s @ (z * z) + l2, s @ z], [s @ z, s.sum() + 1e-12]])
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    slope, intercept = float(w[0]), float(w[1])
+    if slope <= 0:
+        return PlattMap(0.0, prior_b, n_pos, n_neg)
+    return PlattMap(slope / sd, intercept - slope * mu / sd, n_pos, n_neg)
+
+
+def brier(prob: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean((np.asarray(prob, dtype=np.float64) - np.asarray(truth, dtype=np.float64)) ** 2))
+
+
+def ece(prob: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error over equal-width probability bins (Naeini et al. 2015)."""
+    prob = np.asarray(prob, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    which = np.minimum((prob * bins).astype(int), bins - 1)
+    total = 0.0
+    for k in range(bins):
+        inside = which == k
+        if inside.any():
+            total += inside.sum() / prob.size * abs(prob[inside].mean() - truth[inside].mean())
+    return float(total)
+
+
+def top_k_rate(prob: np.ndarray, truth: np.ndarray, k: int = TOP_K) -> list[float | None]:
+    """Per label: the share of its positive cases where it ranks in the case's top k labels."""
+    order = np.argsort(-prob, axis=1, kind="stable")[:, :k]
+    in_top = np.zeros_like(truth, dtype=bool)
+    np.put_along_axis(in_top, order, True, axis=1)
+    return [float(in_top[truth[:, j], j].mean()) if truth[:, j].any() else None for j in range(truth.shape[1])]
+
+
+def _cache_key(bundle: ModelBundle, cases: int, seed: int, missing_rate: float) -> str:
+    """Prepared cases depend on the population, the preprocessing config and the code that makes them,
+    not on the weights: a retrained model of the same preset reuses them."""
+    import training.phantom
+    import encoders.preprocess
+
+    digest = hashlib.sha256(repr((cases, seed, missing_rate, bundle.config["xray"]["image_size"],
+                                  bundle.config["ecg"]["sample_rate"], bundle.config["ecg"]["seconds"])).encode())
+    for package in (training.phantom, encoders.preprocess):
+        for source in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(source.read_bytes())
+    return f"phantom-{seed}-{cases}-{digest.hexdigest()[:16]}.pt"
+
+
+def prepared_cases(bundle: ModelBundle, cases: int, seed: int, cache_dir: str | Path | None = None) -> CaseTensors:
+    """Phantom population `seed` through the bundle's preprocessors, reused from `cache_dir` when there."""
+    from training.phantom_dataset import DEFAULT_MISSING_RATE, phantom_case_tensors
+
+    path = Path(cache_dir) / _cache_key(bundle, cases, seed, DEFAULT_MISSING_RATE) if cache_dir else None
+    if path is not None and path.is_file():
+        return CaseTensors(**torch.load(path, weights_only=True))
+    data = phantom_case_tensors(bundle, cases, seed, missing_rate=DEFAULT_MISSING_RATE)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(asdict(data), tmp)
+        tmp.replace(path)
+    return data
+
+
+def collect_margins(bundle: ModelBundle, labelset: LabelSet, data: CaseTensors,
+                    modalities: Sequence[str] = ("xray", "ecg", "text")) -> dict[str, Margins]:
+    """Prepared cases -> per modality, the margin of every label visible in it and the truth."""
+    from training.case_tensors import embed_cases
+
+    bundle.model.text.enable_prefix_cache()
+    # embed_cases skips absent rows: clearing the flags of unwanted modalities skips their forward passes.
+    wanted = replace(data, **{f"has_{m}": torch.zeros_like(data.present(m)) for m in ("xray", "ecg", "text")
+                              if m not in modalities})
+    embeddings = embed_cases(bundle, wanted)
+    out = {}
+    for modality in modalities:
+        labels = labelset.for_modality(modality)
+        rows = torch.nonzero(data.present(modality)).flatten()
+        if not labels or len(rows) == 0:
+            continue
+        with torch.inference_mode():
+            positive, negative = label_embeddings(bundle, labels)
+            subject = embeddings[modality][rows]
+            margins = (subject @ positive.T - subject @ negative.T).double().numpy()
+        truth = np.array([[label.id in data.labels[int(i)] for label in labels] for i in rows], dtype=bool)
+        out[modality] = Margins(tuple(label.id for label in labels), margins, truth.reshape(len(rows), len(labels)))
+    return out
+
+
+def calibrate(bundle: ModelBundle, labelset: LabelSet, margins: dict[str, Margins], *, seed: int,
+              holdout: float = DEFAULT_HOLDOUT, l2: float = DEFAULT_L2) -> tuple[Calibration, dict[str, Any]]:
+    """Fit on a seeded (1 - holdout) share of each modality's cases; report figures on the rest."""
+    if not 0.0 < holdout < 1.0:
+        raise InvalidInputError("holdout", f"got {holdout}; use a fraction strictly between 0 and 1")
+    scale = float(bundle.model.scale().detach())
+    rng = np.random.default_rng(seed)
+    fitted: dict[str, dict[str, PlattMap]] = {}
+    summary: dict[str, Any] = {}
+    for modality, m in margins.items():
+        n = len(m.margins)
+        held = np.zeros(n, dtype=bool)
+        held[rng.permutation(n)[: int(round(n * holdout))]] = True
+        fit_rows, test_rows = ~held, held
+        maps = {label: fit_platt(m.margins[fit_rows, j], m.truth[fit_rows, j], l2)
+                for j, label in enumerate(m.label_ids)}
+        fitted[modality] = maps
+        calibration = Calibration(bundle.model_version, {labelset.name: {modality: maps}})
+        raw = 1.0 / (1.0 + np.exp(-scale * m.margins[test_rows]))
+        cal = calibration.apply(m.label_ids, modality, m.margins[test_rows], labelset.name)
+        truth = m.truth[test_rows]
+        top_raw, top_cal = top_k_rate(raw, truth), top_k_rate(cal, truth)
+        summary[modality] = {"fit_cases": int(fit_rows.sum()), "heldout_cases": int(test_rows.sum()), "labels": {
+            label: {
+                "a": maps[label].a, "b": maps[label].b, "positives": maps[label].positives,
+                "negatives": maps[label].negatives, "heldout_positives": int(truth[:, j].sum()),
+                "brier": {"before": brier(raw[:, j], truth[:, j]), "after": brier(cal[:, j], truth[:, j])},
+                "ece": {"before": ece(raw[:, j], truth[:, j]), "after": ece(cal[:, j], truth[:, j])},
+                # the same before and after (monotone map): how far calibration can help this label
+                "auroc": auroc(truth[:, j], m.margins[test_rows, j]),
+                f"top{TOP_K}_rate": {"before": top_raw[j], "after": top_cal[j]},
+            }
+            for j, label in enumerate(m.label_ids)
+        }}
+    result = Calibration(bundle.model_version, {labelset.name: fitted})
+    return result, summary
