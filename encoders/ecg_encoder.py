@@ -1,6 +1,6 @@
 """The 12-lead ECG tower: a transformer over time patches with a lead-aware patch embedding.
 
-Tokenisation (a deliberate trade-off, see docs/readme/model.md): one token per time patch of all 12
+Tokenisation (a deliberate trade-off, see README.md): one token per time patch of all 12
 leads, embedded by a Conv1d whose kernel has separate weights per lead, so every token knows which
 lead contributed what. The alternative, one token per (lead, patch), is 12x more tokens and ~12-150x
 more attention work; on a 2-core CPU that is the difference between a tiny model that trains in

@@ -1,6 +1,6 @@
 """`tribind eval` on phantom cases: zero-shot AUROC and six-direction retrieval, beside a random init.
 
-Definitions (also in docs/readme/model.md):
+Definitions (also in README.md):
 - zero_shot.<m>: for the labels of modality m (phantom label set, "normal" left out), CheXzero
   positive-vs-negative prompt-ensemble probabilities of the cases that have m; per-label AUROC and
   their mean (macro_auroc; labels with one class only are left out of the mean).

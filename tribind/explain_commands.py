@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval-explain", help="faithfulness of explanations on phantom truth: pointing game and deletion curves",
         description="Explain every positive (case, finding) of a phantom population against the finding's label "
                     "and measure: pointing game on the ground-truth masks (beside the random baseline) and "
-                    "deletion AUC (relevance order versus random order). See docs/readme/explain.md.")
+                    "deletion AUC (relevance order versus random order). See README.md.")
     ev.add_argument("--checkpoint", default="default", help="checkpoint folder, 'default', or 'none' with --preset")
     ev.add_argument("--preset", default=None, help="with --checkpoint none: an untrained model of this preset")
     ev.add_argument("--data", default="phantom", help="only 'phantom' (the source with ground-truth masks)")

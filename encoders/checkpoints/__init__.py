@@ -1,1 +1,1 @@
-"""Bundled checkpoints; `default/` is the tiny preset trained on phantom cases (see docs/readme/model.md)."""
+"""Bundled checkpoints; `default/` is the tiny preset trained on phantom cases (see README.md)."""

@@ -3,7 +3,7 @@ drive the cosine between an item and a target (a label, a text, another item, a 
 
 Methods: "chefer" (default; Chefer et al. 2021 gradient-weighted attention relevance) and "rollout"
 (attention rollout, the target-independent baseline). Pictures: `encoders.explain.figures` (PNG) and
-`encoders.explain.highlight` (ANSI / HTML word highlighting). User docs: docs/readme/explain.md.
+`encoders.explain.highlight` (ANSI / HTML word highlighting). User docs: README.md.
 """
 
 from encoders.explain.api import CaseEvidence, PairExplanation, case_evidence, explain, explain_pair

@@ -1,6 +1,6 @@
 """Synthetic paired cases (chest X-ray + 12-lead ECG + reports) whose truth is known.
 
-The demo case library, the test data and the ground truth for explanations. See docs/readme/phantom.md.
+The demo case library, the test data and the ground truth for explanations. See README.md.
 Importing this package loads numpy, scipy and PIL only (no torch), so process-pool workers start fast.
 """
 
