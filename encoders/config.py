@@ -21,7 +21,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
             "dropkey_start", "dropkey_end"),
     "text": ("pooling", "max_length", "lora"),
 }
-_POOLINGS = ("mean", "cls", "last")
+_POOLINGS = ("mean", "cls", "last", "mean_query")
 _LOSS_TERMS = ("xray_text", "ecg_text", "xray_ecg")
 
 
@@ -63,6 +63,14 @@ def validate_config(config: dict[str, Any]) -> None:
     xray = config["xray"]
     if xray["image_size"] % xray["patch_size"]:
         raise InvalidInputError("config.xray.patch_size", "must divide image_size exactly")
+    stem = xray.get("stem", "patch")  # not setdefault: the config is hashed into model_version
+    if stem not in ("patch", "conv"):
+        raise InvalidInputError("config.xray.stem", f"got {stem!r}; use 'patch' (one strided convolution, as in ViT) "
+                                "or 'conv' (stride-2 3x3 convolutions, Xiao et al. 2021)")
+    patch = int(xray["patch_size"])
+    if stem == "conv" and (patch < 2 or patch & (patch - 1)):
+        raise InvalidInputError("config.xray.patch_size", f"is {patch}; a conv stem halves the image per layer, "
+                                "so the patch size must be a power of two (4, 8, 16, 32)")
     ecg = config["ecg"]
     n_samples = int(round(ecg["sample_rate"] * ecg["seconds"]))
     if n_samples % ecg["patch_samples"]:

@@ -42,9 +42,10 @@ class TriBindModel(nn.Module):
         """[B, 12, T] mV and [B, 12] bool -> [B, D], unit norm."""
         return F.normalize(self.ecg_proj(self.ecg(signals, lead_mask)), dim=-1)
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token ids and mask from `bundle.tokenizer` -> [B, D], unit norm."""
-        return F.normalize(self.text_proj(self.text(input_ids, attention_mask)), dim=-1)
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids and mask from `bundle.tokenizer` -> [B, D], unit norm (cache_rows: see TextEncoder)."""
+        return F.normalize(self.text_proj(self.text(input_ids, attention_mask, cache_rows)), dim=-1)
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped: the inverse temperature of every similarity logit."""
@@ -58,7 +59,7 @@ class TriBindModel(nn.Module):
         if "signals" in batch:
             out["ecg"] = self.encode_ecg(batch["signals"], batch["lead_mask"])
         if "input_ids" in batch:
-            out["text"] = self.encode_text(batch["input_ids"], batch["attention_mask"])
+            out["text"] = self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("text_cache_rows"))
         return out
 
     @contextlib.contextmanager

@@ -3,6 +3,13 @@
 Radiographs are grey, so the patch embedding takes one channel instead of tiling the image to RGB
 (a third of the first layer's work, and no fake colour statistics). CLS pooling; open_clip's own
 output projection is removed because the joint model owns one projection head per modality.
+
+`stem: "conv"` replaces the one strided patch convolution by log2(patch) stride-2 3x3 convolutions
+(Xiao et al. 2021, "Early convolutions help transformers see better"). The token grid, the
+transformer and its attention are unchanged, so explanations read the same [gh, gw] patch grid. Why:
+a plain ViT learns local texture slowly; on the 2-core budget the tiny preset's ViT, even trained on
+the labels directly, did not find a pneumothorax (AUROC 0.51) or a consolidation (0.73) after 36k
+films, which a conv stem sees from the first few thousand. It costs about 40 % more X-ray FLOPs.
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ class XrayEncoder(nn.Module):
             block_type="custom",
         )
         patch = int(cfg["patch_size"])
-        self.vit.conv1 = nn.Conv2d(1, self.width, kernel_size=patch, stride=patch, bias=False)
+        if cfg.get("stem", "patch") == "conv":
+            self.vit.conv1 = conv_stem(self.width, patch)
+        else:
+            self.vit.conv1 = nn.Conv2d(1, self.width, kernel_size=patch, stride=patch, bias=False)
         self.vit.proj = None
         install_dropkey(self.vit.transformer.resblocks, self.width, int(cfg["heads"]),
                         float(cfg["dropkey_start"]), float(cfg["dropkey_end"]))
@@ -55,3 +65,19 @@ class XrayEncoder(nn.Module):
                 "run each image through bundle.preprocess_xray first",
             )
         return self.vit(pixels)
+
+
+def conv_stem(width: int, patch: int) -> nn.Sequential:
+    """[B, 1, S, S] -> [B, width, S / patch, S / patch]: stride-2 3x3 convolutions, channels doubling up
+    to `width`, then a 1x1 projection (Xiao et al. 2021). GroupNorm, not BatchNorm: checkpoints store
+    parameters only, and a served embedding must not depend on the other images of its batch."""
+    steps = patch.bit_length() - 1
+    channels = [max(8, width >> (steps - i)) for i in range(1, steps + 1)]
+    layers: list[nn.Module] = []
+    previous = 1
+    for out in channels:
+        layers += [nn.Conv2d(previous, out, kernel_size=3, stride=2, padding=1, bias=False),
+                   nn.GroupNorm(min(8, out), out), nn.GELU()]
+        previous = out
+    layers.append(nn.Conv2d(previous, width, kernel_size=1))
+    return nn.Sequential(*layers)

@@ -28,6 +28,7 @@ import numpy as np
 
 from index.case_rows import hit_rows
 from index.faiss_index import IndexPolicy, ModalityIndex
+from index.hit_cache import HitCache
 from index.records import Hit
 
 
@@ -56,14 +57,21 @@ class Paging:
 
 
 def collect(conn: sqlite3.Connection, modality: str, scores: np.ndarray, ids: np.ndarray,
-            paging: Paging, post_filter: tuple[str, list] | None = None) -> tuple[list[Hit], bool]:
-    """Hits in score order after filter, threshold and grouping; True when the threshold ended the walk."""
+            paging: Paging, post_filter: tuple[str, list] | None = None,
+            cache: HitCache | None = None) -> tuple[list[Hit], bool]:
+    """Hits in score order after filter, threshold and grouping; True when the threshold ended the walk.
+
+    Without a post-filter the candidates' payloads come from `cache` (when given), else from SQLite."""
     valid = ids >= 0
-    rows = hit_rows(conn, ids[valid].tolist(), *(post_filter or ()))
+    id_list = ids[valid].tolist()
+    decoded = post_filter is None and cache is not None
+    rows = cache.lookup(conn, id_list) if decoded else hit_rows(conn, id_list, *(post_filter or ()))
     hits: list[Hit] = []
     patients: set[str] = set()
-    for score, vec_id in zip(scores[valid].tolist(), ids[valid].tolist()):
-        if paging.score_threshold is not None and score < paging.score_threshold:
+    threshold = paging.score_threshold
+    needed = paging.needed
+    for score, vec_id in zip(scores[valid].tolist(), id_list):
+        if threshold is not None and score < threshold:
             return hits, True
         row = rows.get(vec_id)
         if row is None:  # filtered out, or removed from SQLite after FAISS returned it (FAISS catches up)
@@ -73,15 +81,18 @@ def collect(conn: sqlite3.Connection, modality: str, scores: np.ndarray, ids: np
             if patient_id in patients:
                 continue
             patients.add(patient_id)
-        hits.append(Hit(case_id, patient_id, modality, float(score), tuple(json.loads(labels)),
-                        json.loads(metadata), study_time))
-        if len(hits) >= paging.needed:
+        if decoded:  # the cached metadata dict is shared: every hit gets its own copy
+            hits.append(Hit(case_id, patient_id, modality, score, labels, dict(metadata), study_time))
+        else:
+            hits.append(Hit(case_id, patient_id, modality, float(score), tuple(json.loads(labels)),
+                            json.loads(metadata), study_time))
+        if len(hits) >= needed:
             break
     return hits, False
 
 
 def exact_subset(conn: sqlite3.Connection, modality: str, query: np.ndarray, rows: list[tuple[int, bytes]],
-                 paging: Paging) -> list[Hit]:
+                 paging: Paging, cache: HitCache | None = None) -> list[Hit]:
     """Brute force over the selected rows (vec_id, float32 blob) read from SQLite."""
     if not rows:
         return []
@@ -89,14 +100,14 @@ def exact_subset(conn: sqlite3.Connection, modality: str, query: np.ndarray, row
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
     scores = matrix @ query
     order = np.argsort(-scores, kind="stable")
-    hits, _ = collect(conn, modality, scores[order], ids[order], paging)
+    hits, _ = collect(conn, modality, scores[order], ids[order], paging, cache=cache)
     return hits
 
 
 def index_search(conn: sqlite3.Connection, modality: str, query: np.ndarray, index: ModalityIndex,
                  read_lock, paging: Paging, policy: IndexPolicy, *, nprobe: int | None, ef_search: int | None,
                  selection: Selection | None = None, post_filter: tuple[str, list] | None = None,
-                 max_fetch: int | None = None) -> list[Hit] | None:
+                 max_fetch: int | None = None, cache: HitCache | None = None) -> list[Hit] | None:
     """Search the FAISS index, widening until offset+k hits qualify or nothing more can be found.
 
     With `max_fetch`, gives up (None) once more candidates than that would be needed.
@@ -114,7 +125,7 @@ def index_search(conn: sqlite3.Connection, modality: str, query: np.ndarray, ind
     while True:
         with read_lock():
             scores, ids = index.search(query, fetch, selector=selector, nprobe=probe, ef_search=max(ef, fetch))
-        hits, cut = collect(conn, modality, scores, ids, paging, post_filter)
+        hits, cut = collect(conn, modality, scores, ids, paging, post_filter, cache)
         if len(hits) >= paging.needed or cut:
             return hits
         short = int((ids >= 0).sum()) < fetch

@@ -11,6 +11,10 @@ stalled every write of a bulk import). Meanwhile the old index keeps serving and
 scores stay exact, its lists just get longer); the new one is caught up with what SQLite recorded
 since it started, exactly like a snapshot at start-up, and swapped in.
 
+Hits: the case payload of each hit (id, patient, time, labels, metadata) is read from SQLite once and
+kept in `index.hit_cache.HitCache` by vec_id; every committed write drops the whole cache before it
+returns, so a search after a write sees exactly what SQLite holds.
+
 Durability: a write returns only after its SQLite commit (WAL, synchronous=FULL). FAISS is updated
 after the commit and may lag after a crash; start-up catches it up from SQLite (see `_open_index`).
 """
@@ -29,6 +33,7 @@ import numpy as np
 from index import case_rows
 from index.errors import InvalidRequest, VersionMismatch
 from index.faiss_index import IndexPolicy, ModalityIndex
+from index.hit_cache import HitCache
 from index.filters import admitted_rows_sql, is_exclusion_only, selection_sql
 from index.records import (MODALITIES, Case, Embedding, ModalityStats, SearchFilter, SearchResult,
                            StaleVector, StoreStats)
@@ -59,7 +64,7 @@ class CaseStore:
     """Cases, labels, metadata and embeddings of one model_version, searchable per modality."""
 
     def __init__(self, data_dir: str | Path, *, dim: int, model_version: str,
-                 policy: IndexPolicy | None = None, max_k: int = 1000) -> None:
+                 policy: IndexPolicy | None = None, max_k: int = 1000, hit_cache_size: int = 100_000) -> None:
         if not isinstance(model_version, str) or not model_version:
             raise InvalidRequest("model_version", "must be the loaded model's version string")
         if not isinstance(dim, int) or dim < 1:
@@ -82,6 +87,8 @@ class CaseStore:
         self._closed = False
         self._dirty = False
         self._versions: Counter = case_rows.version_counts(self._writer)
+        # vec_id -> decoded hit payload; dropped on every committed write (see index.hit_cache)
+        self._hits = HitCache(hit_cache_size)
         self._indexes: dict[str, ModalityIndex] = {}
         # modality -> (thread, removal mark it started from): IVF regrowths running aside
         self._growing: dict[str, tuple[threading.Thread, int]] = {}
@@ -284,7 +291,10 @@ class CaseStore:
         if not items:
             return 0
         with self._write_lock:
-            changes = case_rows.write_cases(self._writer, items, self.model_version)
+            try:
+                changes = case_rows.write_cases(self._writer, items, self.model_version)
+            finally:
+                self._hits.invalidate()
             self._apply(changes)
         return len(items)
 
@@ -306,7 +316,10 @@ class CaseStore:
                                       f"{field} must be embedded by the loaded model")
             checked[modality] = (check_vector(field, embedding.vector, self.dim), embedding.model_version)
         with self._write_lock:
-            changes = case_rows.replace_vectors(self._writer, case_id, checked, self.model_version)
+            try:
+                changes = case_rows.replace_vectors(self._writer, case_id, checked, self.model_version)
+            finally:
+                self._hits.invalidate()
             self._apply(changes)
 
     def delete(self, case_ids: str | Sequence[str], *, missing_ok: bool = False) -> int:
@@ -319,7 +332,10 @@ class CaseStore:
         if not ids:
             return 0
         with self._write_lock:
-            deleted, changes = case_rows.delete_cases(self._writer, ids, self.model_version, missing_ok)
+            try:
+                deleted, changes = case_rows.delete_cases(self._writer, ids, self.model_version, missing_ok)
+            finally:
+                self._hits.invalidate()
             self._apply(changes)
         return deleted
 
@@ -356,12 +372,12 @@ class CaseStore:
         index = self._indexes[modality]
         if search_filter is None:
             hits = index_search(conn, modality, query, index, self._index_lock.read, paging, self.policy,
-                                nprobe=nprobe, ef_search=ef_search)
+                                nprobe=nprobe, ef_search=ef_search, cache=self._hits)
             return SearchResult(hits[offset:offset + k], index.kind, None)
         sql, params = selection_sql(modality, self.model_version, search_filter)
         exclusion_only = is_exclusion_only(search_filter)
         if not exclusion_only and (small := self._small_selection(conn, sql, params)) is not None:
-            hits = exact_subset(conn, modality, query, case_rows.vector_rows(conn, small), paging)
+            hits = exact_subset(conn, modality, query, case_rows.vector_rows(conn, small), paging, self._hits)
             return SearchResult(hits[offset:offset + k], "exact-subset", len(small))
         if self.policy.postfilter_max_candidates:
             hits = index_search(conn, modality, query, index, self._index_lock.read, paging, self.policy,
@@ -370,11 +386,12 @@ class CaseStore:
             if hits is not None:
                 return SearchResult(hits[offset:offset + k], f"{index.kind}+postfilter", None)
         if exclusion_only and (small := self._small_selection(conn, sql, params)) is not None:
-            hits = exact_subset(conn, modality, query, case_rows.vector_rows(conn, small), paging)
+            hits = exact_subset(conn, modality, query, case_rows.vector_rows(conn, small), paging, self._hits)
             return SearchResult(hits[offset:offset + k], "exact-subset", len(small))
         selected = _id_array(conn, sql, params)
         hits = index_search(conn, modality, query, index, self._index_lock.read, paging, self.policy,
-                            nprobe=nprobe, ef_search=ef_search, selection=Selection.allowed(selected))
+                            nprobe=nprobe, ef_search=ef_search, selection=Selection.allowed(selected),
+                            cache=self._hits)
         return SearchResult(hits[offset:offset + k], f"{index.kind}+selector", len(selected))
 
     def _small_selection(self, conn, sql: str, params: list) -> np.ndarray | None:

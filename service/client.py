@@ -28,12 +28,16 @@ from service.client_types import (
     CaseInput,
     Classification,
     Embeddings,
+    ExplainOptions,
+    ExplainResult,
+    Explanation,
     Hit,
     LabelScore,
     SearchFilter,
     SearchResult,
     Stats,
     StoredCase,
+    explanation_or_none,
     modality_pb,
 )
 
@@ -193,13 +197,16 @@ class TribindClient:
         exclude_query_case: bool = False,
         exclude_query_patient: bool = False,
         group_by_patient: bool = False,
+        explain: bool | ExplainOptions = False,
     ) -> SearchResult:
+        """`explain` (True, or ExplainOptions) attaches a pairwise explanation to each hit (at most 32 hits)."""
         request = pb.SearchRequest(
             targets=[modality_pb(t) for t in targets], k=k, offset=offset,
             exclude_query_case=exclude_query_case, exclude_query_patient=exclude_query_patient,
             group_by_patient=group_by_patient,
         )
         _set_query(request, query)
+        _set_explain(request, explain)
         if score_threshold is not None:
             request.score_threshold = score_threshold
         if filter is not None:
@@ -214,11 +221,14 @@ class TribindClient:
         label_set: str | None = None,
         labels: Sequence[str | tuple[str, Sequence[str]]] | None = None,
         top_k: int = 0,
+        explain: bool | ExplainOptions = False,
     ) -> Classification:
         """Zero-shot labels of an item or stored case: a built-in `label_set`, or custom `labels`
-        (names, or (name, prompts) pairs)."""
+        (names, or (name, prompts) pairs). `explain` (True, or ExplainOptions, e.g. with evidence_k)
+        attaches to each label the subject's relevance for its score."""
         request = pb.ClassifyRequest(top_k=top_k)
         _set_query(request, subject)
+        _set_explain(request, explain)
         if labels is not None:
             for entry in labels:
                 name, prompts = (entry, ()) if isinstance(entry, str) else entry
@@ -227,9 +237,52 @@ class TribindClient:
             request.label_set = label_set
         reply = self._call(self._stub.Classify, request, idempotent=True)
         return Classification(
-            [LabelScore(s.label, float(s.score), float(s.probability)) for s in reply.labels],
+            [LabelScore(s.label, float(s.score), float(s.probability), explanation_or_none(s)) for s in reply.labels],
             reply.label_set, PB_TO_MODALITY.get(reply.modality, ""), reply.model_version,
         )
+
+    def explain(
+        self,
+        subject: pb.Item | pb.CaseRef,
+        *,
+        label: str | None = None,
+        text: str | None = None,
+        other: pb.Item | pb.CaseRef | None = None,
+        label_set: str = "",
+        contrast: bool = False,
+        options: ExplainOptions | None = None,
+        timeout_s: float | None = None,
+    ) -> ExplainResult:
+        """Which regions of `subject` drive its cosine with exactly one target: a `label` of `label_set`
+        (default phantom; `contrast`: positive minus negative prompts, = Classify's score), a free `text`,
+        or `other` (an item or a stored case: pairwise, both sides are explained)."""
+        given = [name for name, value in (("label", label), ("text", text), ("other", other)) if value is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one target: label, text or other (got {', '.join(given) or 'none'})")
+        request = pb.ExplainRequest()
+        if isinstance(subject, pb.Item):
+            request.item.CopyFrom(subject)
+        elif isinstance(subject, pb.CaseRef):
+            request.case_ref.CopyFrom(subject)
+        else:
+            raise TypeError(f"cannot explain a {type(subject).__name__}; use an Item or a CaseRef")
+        target = request.target
+        target.label_set = label_set
+        target.contrast = contrast
+        if label is not None:
+            target.label = label
+        elif text is not None:
+            target.text = text
+        elif isinstance(other, pb.Item):
+            target.item.CopyFrom(other)
+        elif isinstance(other, pb.CaseRef):
+            target.case_ref.CopyFrom(other)
+        else:
+            raise TypeError(f"cannot explain against a {type(other).__name__}; use an Item or a CaseRef")
+        if options is not None:
+            request.options.CopyFrom(options.to_pb())
+        reply = self._call(self._stub.Explain, request, idempotent=True, timeout_s=timeout_s)
+        return ExplainResult(Explanation.from_pb(reply.explanation), reply.model_version)
 
     def list_label_sets(self) -> list[pb.LabelSet]:
         return list(self._call(self._stub.ListLabelSets, pb.ListLabelSetsRequest(), idempotent=True).label_sets)
@@ -248,6 +301,14 @@ class TribindClient:
             yield from self._stub.Reindex(pb.ReindexRequest(), timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
+
+
+def _set_explain(request: pb.SearchRequest | pb.ClassifyRequest, explain: bool | ExplainOptions) -> None:
+    if isinstance(explain, ExplainOptions):
+        request.explain = True
+        request.explain_options.CopyFrom(explain.to_pb())
+    else:
+        request.explain = bool(explain)
 
 
 def _set_query(request: pb.SearchRequest | pb.ClassifyRequest, query: pb.Item | pb.CaseRef | pb.Vector) -> None:

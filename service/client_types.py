@@ -120,6 +120,20 @@ class CaseInput:
 
 
 @dataclass
+class ExplainOptions:
+    """How to explain: `method` "chefer" (default) or "rollout"; `include_png` renders pictures (about a
+    second each); `evidence_k` (label targets: Classify, or `explain(..., label=...)`) attaches the
+    subject's k nearest library cases carrying the label, each with its own map (0..10)."""
+
+    method: str = ""
+    include_png: bool = False
+    evidence_k: int = 0
+
+    def to_pb(self) -> pb.ExplainOptions:
+        return pb.ExplainOptions(method=self.method, include_png=self.include_png, evidence_k=self.evidence_k)
+
+
+@dataclass
 class SearchFilter:
     labels_any: Sequence[str] = ()
     labels_all: Sequence[str] = ()
@@ -148,6 +162,107 @@ class Embeddings:
 
 
 @dataclass
+class Relevance:
+    """One explained side: how much each region of one item drives `score` (cos with `target`).
+
+    `relevance` is shaped: xray [gh, gw] ViT patches of the model input (the film resized and padded to a
+    square); ecg [12, W] lead x time window (rows `lead_names`, window w covers
+    time_offset_s + [w, w + 1) * window_s seconds) with `time_relevance` [W] summed over leads; text
+    [n_words] with `words` and their character `spans` in the explained text. Values are >= 0.
+    """
+
+    modality: str
+    method: str
+    score: float
+    target: str
+    item: str
+    relevance: np.ndarray
+    time_relevance: np.ndarray | None = None
+    window_s: float = 0.0
+    time_offset_s: float = 0.0
+    lead_names: list[str] = field(default_factory=list)
+    words: list[str] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    truncated: bool = False
+
+    @classmethod
+    def from_pb(cls, message: pb.Relevance) -> "Relevance":
+        shape = tuple(int(n) for n in message.shape)
+        return cls(
+            modality=PB_TO_MODALITY.get(message.modality, ""), method=message.method, score=float(message.score),
+            target=message.target, item=message.item,
+            relevance=np.asarray(message.values, dtype=np.float32).reshape(shape),
+            time_relevance=np.asarray(message.time_values, dtype=np.float32) if message.time_values else None,
+            window_s=float(message.window_s), time_offset_s=float(message.time_offset_s),
+            lead_names=list(message.lead_names), words=list(message.words),
+            spans=[(int(s.start), int(s.end)) for s in message.spans], truncated=message.truncated,
+        )
+
+    def as_dict(self) -> dict:
+        """JSON-ready, with the keys of `encoders.explain.Explanation.as_dict`."""
+        out = {"modality": self.modality, "method": self.method, "score": self.score, "target": self.target,
+               "item": self.item, "relevance": self.relevance.tolist()}
+        if self.modality == "xray":
+            out["grid"] = list(self.relevance.shape)
+        if self.modality == "ecg":
+            out.update(time_relevance=None if self.time_relevance is None else self.time_relevance.tolist(),
+                       window_s=self.window_s, time_offset_s=self.time_offset_s, lead_names=self.lead_names)
+        if self.modality == "text":
+            out.update(words=self.words, spans=[list(span) for span in self.spans], truncated=self.truncated)
+        return out
+
+    def normalised(self) -> np.ndarray:
+        """`relevance` scaled to [0, 1] by its maximum (all zeros stay zeros)."""
+        peak = float(np.max(self.relevance)) if self.relevance.size else 0.0
+        return self.relevance / peak if peak > 0 else np.zeros_like(self.relevance)
+
+
+@dataclass
+class CaseEvidence:
+    """A library case carrying the label, near the subject (`score`: cosine with it), with its own map."""
+
+    case_id: str
+    score: float
+    relevance: Relevance
+    labels: list[str]
+    png: bytes | None = None
+
+
+@dataclass
+class Explanation:
+    """Why a score: `subject` (the item / query side) and, pairwise, `other`; either is None when that
+    side's raw input is not available, and `note` says why."""
+
+    score: float
+    subject: Relevance | None
+    other: Relevance | None
+    evidence: list[CaseEvidence]
+    png: bytes | None
+    note: str
+
+    @classmethod
+    def from_pb(cls, message: pb.Explanation) -> "Explanation":
+        return cls(
+            score=float(message.score),
+            subject=Relevance.from_pb(message.subject) if message.HasField("subject") else None,
+            other=Relevance.from_pb(message.other) if message.HasField("other") else None,
+            evidence=[CaseEvidence(e.case_id, float(e.score), Relevance.from_pb(e.relevance), list(e.labels),
+                                   bytes(e.png) or None) for e in message.evidence],
+            png=bytes(message.png) or None, note=message.note,
+        )
+
+
+@dataclass
+class ExplainResult:
+    explanation: Explanation
+    model_version: str
+
+
+def explanation_or_none(owner: pb.Hit | pb.LabelScore) -> Explanation | None:
+    return Explanation.from_pb(owner.explanation) if owner.HasField("explanation") else None
+
+
+@dataclass
 class Hit:
     case_id: str
     patient_id: str
@@ -156,11 +271,12 @@ class Hit:
     labels: list[str]
     metadata: dict[str, str]
     study_time: str
+    explanation: Explanation | None = None   # with search(..., explain=...)
 
     @classmethod
     def from_pb(cls, hit: pb.Hit) -> "Hit":
         return cls(hit.case_id, hit.patient_id, PB_TO_MODALITY.get(hit.modality, ""), float(hit.score),
-                   list(hit.labels), dict(hit.metadata), hit.study_time)
+                   list(hit.labels), dict(hit.metadata), hit.study_time, explanation_or_none(hit))
 
 
 @dataclass
@@ -175,6 +291,7 @@ class LabelScore:
     label: str
     score: float
     probability: float
+    explanation: Explanation | None = None   # with classify(..., explain=...)
 
 
 @dataclass

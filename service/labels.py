@@ -107,6 +107,16 @@ class LabelScorer:
         scored = [ScoredLabel(label.id, float(m), float(p)) for label, m, p in zip(labels, margin, probs)]
         return sorted(scored, key=lambda s: (-s.probability, s.label))
 
+    def contrast_vectors(self, label_set: LabelSet, modality: str) -> dict[str, torch.Tensor]:
+        """label id -> positive minus negative ensemble [D], for the labels `score` returns for `modality`.
+
+        The very tensors `score` takes its margins from, so an explanation against one of these explains
+        LabelScore.score itself (custom labels included), not a recomputed approximation of it.
+        """
+        labels = label_set.for_modality(modality)
+        positive, negative = self._prompt_embeddings(label_set, labels)
+        return {label.id: (positive[i] - negative[i]).detach() for i, label in enumerate(labels)}
+
     def _calibrated(self, label_set: LabelSet, modality: str, ids: list[str]) -> bool:
         # Only the registered set object: a custom set may reuse a built-in name and its label ids.
         builtin = self._sets.get(label_set.name) is label_set

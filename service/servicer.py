@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -20,6 +20,7 @@ from index import Case, CaseStore, Embedding, SearchFilter
 from protos.tribind.v1 import tribind_pb2 as pb
 from protos.tribind.v1 import tribind_pb2_grpc as pb_grpc
 from service import hits as hit_lists
+from service.case_refs import resolve_case_ref
 from service.config import ServerConfig
 from service.convert import (
     MODALITY_TO_PB,
@@ -32,7 +33,6 @@ from service.convert import (
 from service.encoding import ECG_MEDIA_TYPE, PreparedItem, ServedModel, ecg_from_npz
 from service.errors import (
     ClientGone,
-    ServiceError,
     exhausted,
     invalid,
     rpc_errors,
@@ -40,6 +40,7 @@ from service.errors import (
     unavailable,
     version_mismatch,
 )
+from service.explaining import MAX_EXPLAINED_HITS, ExplainSettings, Explainer, Side, parse_options
 from service.labels import LabelScorer
 
 log = logging.getLogger("tribind.service")
@@ -50,12 +51,22 @@ GROUP_FETCH_CAP = 20_000
 SEED_BATCH = 64
 
 
+class Query(NamedTuple):
+    """A resolved Search query / Classify subject."""
+
+    vector: np.ndarray                 # unit [dim]
+    modality: str
+    case: Case | None                  # the stored case of a case_ref
+    prepared: PreparedItem | None      # the decoded item of an item query (its raw input, for explanations)
+
+
 class TribindServicer(pb_grpc.TribindServicer):
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.model: ServedModel | None = None
         self.store: CaseStore | None = None
         self.labels: LabelScorer | None = None
+        self.explainer: Explainer | None = None
         self._closing = threading.Event()
         self._seeding = threading.Lock()  # held per seed batch, so close() never cuts a batch in half
 
@@ -78,6 +89,7 @@ class TribindServicer(pb_grpc.TribindServicer):
         self.store = CaseStore(cfg.data_dir, dim=model.dim, model_version=model.model_version,
                                max_k=max(101 * cfg.max_k, GROUP_FETCH_CAP))
         self.labels = LabelScorer(model)
+        self.explainer = Explainer(model, self.labels, self.store)
         self.model = model
         log.info("loaded model %s (dim %d) and %d cases from %s",
                  model.model_version, model.dim, self.store.stats().cases, cfg.data_dir)
@@ -146,37 +158,37 @@ class TribindServicer(pb_grpc.TribindServicer):
                             "split the request")
 
     def _query_vector(self, request: pb.SearchRequest | pb.ClassifyRequest, oneof: str,
-                      context: grpc.ServicerContext) -> tuple[np.ndarray, str, Case | None]:
-        """(unit vector, its modality, the stored case when the query is a case_ref)."""
+                      context: grpc.ServicerContext) -> Query:
         model, store = self._ready()
         kind = request.WhichOneof(oneof)
         if kind is None:
             raise invalid(oneof, "set one of item, case_ref" + (" or vector" if oneof == "query" else ""))
         if kind == "item":
             prepared = model.prepare(request.item, "item")
-            return self._embed([prepared], context)[0], prepared.modality, None
+            return Query(self._embed([prepared], context)[0], prepared.modality, None, prepared)
         if kind == "case_ref":
-            ref = request.case_ref
-            if not ref.case_id:
-                raise invalid("case_ref.case_id", "is empty; give the id of a stored case")
-            modality = modality_name(ref.modality, "case_ref.modality")
-            case = store.get(ref.case_id)
-            embedding = case.vectors.get(modality)
-            if embedding is None:
-                have = ", ".join(sorted(case.vectors)) or "none"
-                raise invalid("case_ref.modality", f"case {ref.case_id!r} has no {modality} vector (it has: {have})")
-            if embedding.model_version != model.model_version:
-                raise version_mismatch(
-                    f"case {ref.case_id!r} {modality} vector is from model {embedding.model_version}, the server runs "
-                    f"{model.model_version}; run `tribind reindex` to re-embed the library")
-            return np.asarray(embedding.vector, dtype=np.float32), modality, case
+            case, modality, vector = resolve_case_ref(store, request.case_ref, "case_ref", model.model_version)
+            return Query(vector, modality, case, None)
         vector = request.vector
         modality = modality_name(vector.modality, "vector.modality")
         if vector.model_version and vector.model_version != model.model_version:
             raise version_mismatch(
                 f"vector.model_version is {vector.model_version}, the server runs {model.model_version}; "
                 "embed the query with this server (Embed) or query by item")
-        return vector_to_array(vector, model.dim, "vector"), modality, None
+        return Query(vector_to_array(vector, model.dim, "vector"), modality, None, None)
+
+    def _explain_settings(self, request: pb.SearchRequest | pb.ClassifyRequest, evidence_refusal: str | None,
+                          ) -> ExplainSettings | None:
+        """The checked explain options, or None when the request asks for no explanation."""
+        if not request.explain:
+            if request.HasField("explain_options"):
+                raise invalid("explain_options", "given without explain; set explain=true to get explanations")
+            return None
+        return parse_options(request.explain_options, "explain_options", evidence_refusal)
+
+    def _query_side(self, query: Query, name: str) -> Side:
+        assert self.explainer is not None
+        return self.explainer.query_side(query.vector, query.modality, query.case, query.prepared, name)
 
     # -- RPCs -------------------------------------------------------------------------------------
 
@@ -280,11 +292,14 @@ class TribindServicer(pb_grpc.TribindServicer):
     @rpc_errors
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         model, store = self._ready()
-        if request.explain:
-            raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "explain: explanations are not available yet")
         k, offset, max_k = int(request.k), int(request.offset), self.config.max_k
         if not 1 <= k <= max_k:
             raise invalid("k", f"is {k}; ask for 1..{max_k} hits per page")
+        explain = self._explain_settings(
+            request, "case evidence is for labels (Classify, or Explain with target.label); set it to 0 for Search")
+        if explain is not None and k > MAX_EXPLAINED_HITS:
+            raise invalid("k", f"is {k}; with explain ask for at most {MAX_EXPLAINED_HITS} hits per page (each hit "
+                               "is explained), and page on with offset")
         if offset > 100 * max_k:
             raise invalid("offset", f"is {offset}; page at most {100 * max_k} hits deep, or narrow the filter")
         threshold = float(request.score_threshold) if request.HasField("score_threshold") else None
@@ -292,7 +307,8 @@ class TribindServicer(pb_grpc.TribindServicer):
             raise invalid("score_threshold", f"is {threshold}; scores are cosines in [-1, 1]")
         targets = modality_names(list(request.targets), "targets")
         search_filter = self._filter(request)
-        query, _, case = self._query_vector(request, "query", context)
+        resolved = self._query_vector(request, "query", context)
+        query, case = resolved.vector, resolved.case
         if case is not None:
             if request.exclude_query_case:
                 search_filter = _with(search_filter, exclude_case_ids=(case.case_id,))
@@ -302,8 +318,11 @@ class TribindServicer(pb_grpc.TribindServicer):
             raise invalid("exclude_query_case" if request.exclude_query_case else "exclude_query_patient",
                           "only applies to a case_ref query; for other queries use filter.patient_not_in")
 
+        # An empty filter selects everything: the store answers it as no filter (skip its checks).
+        store_filter = None if search_filter.is_empty() else search_filter
+
         def fetch(n: int) -> tuple[list, bool]:
-            per_target = [store.search(t, query, k=n, score_threshold=threshold, filter=search_filter).hits
+            per_target = [store.search(t, query, k=n, score_threshold=threshold, filter=store_filter).hits
                           for t in targets]
             return hit_lists.merge(per_target), all(len(h) < n for h in per_target)
 
@@ -311,7 +330,10 @@ class TribindServicer(pb_grpc.TribindServicer):
         want = offset + k
         if not request.group_by_patient:
             hits, _ = fetch(want)
-            reply.hits.extend(_hit_pb(h) for h in hits[offset:want])
+            _add_hits(reply.hits, hits[offset:want])
+            if explain is not None:
+                assert self.explainer is not None
+                self.explainer.explain_hits(self._query_side(resolved, "query"), reply.hits, explain, context)
             return reply
         n = want * GROUP_FETCH_FACTOR
         while True:
@@ -326,9 +348,17 @@ class TribindServicer(pb_grpc.TribindServicer):
             reply.groups.append(pb.PatientGroup(patient_id=group.patient_id, best_score=group.best_score,
                                                 hits=[_hit_pb(h) for h in group.hits]))
             reply.hits.append(_hit_pb(group.hits[0]))
+        if explain is not None:
+            # The best hit of each group, which reply.hits repeats: explained once, copied into its group.
+            assert self.explainer is not None
+            self.explainer.explain_hits(self._query_side(resolved, "query"), reply.hits, explain, context)
+            for group, hit in zip(reply.groups, reply.hits):
+                group.hits[0].explanation.CopyFrom(hit.explanation)
         return reply
 
     def _filter(self, request: pb.SearchRequest) -> SearchFilter:
+        if not request.HasField("filter"):
+            return SearchFilter()  # what the unset (empty) message gives, without reading its fields
         f = request.filter
         return SearchFilter(
             labels_any=tuple(f.labels_any), labels_all=tuple(f.labels_all), labels_none=tuple(f.labels_none),
@@ -339,8 +369,7 @@ class TribindServicer(pb_grpc.TribindServicer):
     @rpc_errors
     def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
         model, _ = self._ready()
-        if request.explain:
-            raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "explain: explanations are not available yet")
+        explain = self._explain_settings(request, None)
         which = request.WhichOneof("labels")
         if which is None:
             raise invalid("label_set", "give a built-in label set (see ListLabelSets) or custom labels")
@@ -349,14 +378,25 @@ class TribindServicer(pb_grpc.TribindServicer):
             label_set = self.labels.builtin(request.label_set)
         else:
             label_set = self.labels.custom(request.custom)
-        vector, modality, _ = self._query_vector(request, "subject", context)
-        scores = self.labels.score(label_set, vector, modality)
+        subject = self._query_vector(request, "subject", context)
+        scores = self.labels.score(label_set, subject.vector, subject.modality)
         if request.top_k:
             scores = scores[: request.top_k]
-        return pb.ClassifyResponse(
+        reply = pb.ClassifyResponse(
             labels=[pb.LabelScore(label=s.label, score=s.score, probability=s.probability) for s in scores],
-            label_set=label_set.name, modality=MODALITY_TO_PB[modality], model_version=model.model_version,
+            label_set=label_set.name, modality=MODALITY_TO_PB[subject.modality], model_version=model.model_version,
         )
+        if explain is not None:
+            assert self.explainer is not None
+            self.explainer.explain_labels(self._query_side(subject, "subject"), label_set, reply.labels, explain,
+                                          context)
+        return reply
+
+    @rpc_errors
+    def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
+        self._ready()
+        assert self.explainer is not None
+        return self.explainer.explain(request, context)
 
     @rpc_errors
     def ListLabelSets(self, request: pb.ListLabelSetsRequest, context: grpc.ServicerContext) -> pb.ListLabelSetsResponse:
@@ -423,5 +463,13 @@ def _with(search_filter: SearchFilter, **changes: Any) -> SearchFilter:
 
 def _hit_pb(hit: Any) -> pb.Hit:
     return pb.Hit(case_id=hit.case_id, modality=MODALITY_TO_PB[hit.modality], score=float(hit.score),
-                  labels=list(hit.labels), metadata=dict(hit.metadata), patient_id=hit.patient_id,
+                  labels=hit.labels, metadata=hit.metadata, patient_id=hit.patient_id,
                   study_time=hit.study_time or "")
+
+
+def _add_hits(field: Any, hits: list) -> None:
+    """Append hits to a repeated Hit field, built in place (as `_hit_pb`, without a copy per hit)."""
+    add = field.add
+    for hit in hits:
+        add(case_id=hit.case_id, modality=MODALITY_TO_PB[hit.modality], score=float(hit.score),
+            labels=hit.labels, metadata=hit.metadata, patient_id=hit.patient_id, study_time=hit.study_time or "")

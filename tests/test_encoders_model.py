@@ -172,6 +172,28 @@ def test_prefix_cache_gives_same_embeddings(bundle):
     torch.testing.assert_close(model.text(**tokens), pooled, atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.parametrize("top_layers", [1, 2])
+def test_cls_pooling_runs_top_layer_on_first_row_only_with_same_numbers(top_layers):
+    """CLS pooling computes only row 0 of the top layer; it must equal the full HF forward's row 0,
+    with and without a frozen prefix, and pass gradients to the top layer's LoRA weights."""
+    config = resolve_config("test")
+    config["text"]["pooling"] = "cls"
+    config["text"]["lora"]["top_layers"] = top_layers
+    torch.manual_seed(0)
+    model = create_model(config).model.eval()
+    for name, p in model.text.named_parameters():
+        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
+            torch.nn.init.normal_(p, std=0.2)
+    tokens = create_model(config).tokenizer(REPORTS)
+    fast = model.text(**tokens)
+    full = model.text.model(**tokens).last_hidden_state[:, 0]
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
+    # Not .sum(): a LayerNorm output with unit gain sums to a constant, whose gradient is zero.
+    (fast * torch.randn_like(fast)).sum().backward()
+    top = [p.grad for n, p in model.text.named_parameters() if p.requires_grad and ".layer.1." in n]
+    assert top and all(g is not None and g.abs().sum() > 0 for g in top)
+
+
 def test_save_load_round_trip_and_version(bundle, tmp_path):
     with torch.no_grad():
         for p in bundle.model.parameters():
@@ -230,3 +252,68 @@ def test_package_exports_resolve_lazily_and_light_modules_skip_torch():
              "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def mean_query_bundle():
+    config = resolve_config("test")
+    config["text"]["pooling"] = "mean_query"
+    config["xray"]["stem"] = "conv"
+    torch.manual_seed(0)
+    bundle = create_model(config)
+    for name, p in bundle.model.text.named_parameters():
+        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
+            torch.nn.init.normal_(p, std=0.2)
+    return bundle
+
+
+def test_mean_query_pooling_ignores_padding_and_trains_the_top_layer(mean_query_bundle):
+    bundle = mean_query_bundle
+    model = bundle.model.eval()
+    with torch.no_grad():
+        alone = model.encode_text(**bundle.tokenizer(REPORTS[1:2]))
+        padded = model.encode_text(**bundle.tokenizer(REPORTS))[1:2]
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)
+    # At zero LoRA the pooled row is the top layer applied to the mean of the rows below.
+    features = model.text(**bundle.tokenizer(REPORTS))
+    (features * torch.randn_like(features)).sum().backward()
+    grads = [p.grad for n, p in model.text.named_parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    model.zero_grad(set_to_none=True)
+
+
+def test_mean_query_capture_is_exact_and_top_layer_attends_from_one_row(mean_query_bundle):
+    bundle = mean_query_bundle
+    model = bundle.model.eval()
+    tokens = bundle.tokenizer(REPORTS)
+    with torch.no_grad():
+        plain = model.encode_text(**tokens)
+    with model.capture_attention(keep_graph=True) as captured:
+        z = model.encode_text(**tokens)
+    torch.testing.assert_close(z.detach(), plain, atol=1e-5, rtol=1e-4)
+    length = tokens["input_ids"].shape[1]
+    heads = bundle.config["text"]["hf_config"]["num_attention_heads"]
+    *below, top = captured["text"]
+    assert [tuple(a.shape) for a in below] == [(3, heads, length, length)]
+    assert tuple(top.shape) == (3, heads, 1, length)
+    torch.testing.assert_close(top.sum(-1), torch.ones(3, heads, 1))
+    padding = (tokens["attention_mask"] == 0)[:, None, None, :].expand_as(top)
+    assert padding.any() and float(top[padding].abs().sum()) == 0.0  # padding is never read
+
+
+def test_conv_stem_keeps_the_token_grid_and_refuses_odd_patches(mean_query_bundle):
+    model = mean_query_bundle.model.eval()
+    cfg = mean_query_bundle.config["xray"]
+    pixels = torch.randn(2, 1, cfg["image_size"], cfg["image_size"])
+    with model.capture_attention() as captured, torch.no_grad():
+        z = model.encode_xray(pixels)
+    assert z.shape == (2, mean_query_bundle.config["embed_dim"])
+    n = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
+    assert captured["xray"][0].shape[-1] == n == model.xray.num_tokens
+    config = resolve_config("test")
+    config["xray"].update(stem="conv", image_size=36, patch_size=6)
+    with pytest.raises(InvalidInputError, match="power of two"):
+        create_model(config)
+    config["xray"].update(stem="hybrid", patch_size=4)
+    with pytest.raises(InvalidInputError, match="config.xray.stem"):
+        create_model(config)

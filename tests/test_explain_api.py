@@ -149,3 +149,27 @@ def test_bad_inputs_say_what_to_do(bundle, items):
         explain_batch(bundle, [items["xray"], items["ecg"]], label_target(bundle, "lvh").embedding)
     with pytest.raises(InvalidInputError, match="empty"):
         text_item("   ")
+
+
+@pytest.fixture(scope="module")
+def mean_query_bundle():
+    from encoders.config import resolve_config
+
+    config = resolve_config("test")
+    config["text"]["pooling"] = "mean_query"
+    torch.manual_seed(0)
+    return create_model(config)
+
+
+@pytest.mark.parametrize("method", ["chefer", "rollout"])
+def test_mean_query_text_explanation_is_finite_deterministic_and_scores_the_cosine(mean_query_bundle, method):
+    bundle = mean_query_bundle
+    item = text_item(REPORT, "r")
+    target = text_target(bundle, "pleural effusion")
+    first = explain(bundle, item, target, method)
+    again = explain(bundle, item, target, method)
+    assert first.relevance.shape == (len(first.words),)
+    assert np.isfinite(first.relevance).all() and (first.relevance >= 0).all() and first.relevance.sum() > 0
+    np.testing.assert_array_equal(first.relevance, again.relevance)
+    cosine = float(embed_items(bundle, [item])[0] @ target.embedding)
+    assert first.score == pytest.approx(cosine, abs=1e-5)

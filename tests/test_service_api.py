@@ -70,7 +70,8 @@ def test_health_serving_and_reflection_lists_every_rpc(server):
 
         service = DescriptorPool(database).FindServiceByName("tribind.v1.Tribind")
         assert {m.name for m in service.methods} == {
-            "Embed", "Upsert", "Delete", "GetCase", "Search", "Classify", "ListLabelSets", "Stats", "Reindex"}
+            "Embed", "Upsert", "Delete", "GetCase", "Search", "Classify", "ListLabelSets", "Stats", "Reindex",
+            "Explain"}
 
 
 def test_stats_counts_the_seeded_library(client, seeded):

@@ -21,7 +21,6 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
-UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +171,8 @@ MATRIX: list[Row] = [
      lambda i: pb.SearchRequest(item=pb.Item(text="e"), k=5, exclude_query_case=True), INVALID, "exclude_query_case"),
     ("search-unknown-target", "Search", lambda i: pb.SearchRequest(item=pb.Item(text="e"), k=5, targets=[7]), INVALID,
      "targets[0]"),
-    ("search-explain-not-yet", "Search", lambda i: pb.SearchRequest(item=pb.Item(text="e"), k=5, explain=True),
-     UNIMPLEMENTED, "explain"),
+    ("search-explain-page-too-big", "Search", lambda i: pb.SearchRequest(item=pb.Item(text="e"), k=33, explain=True),
+     INVALID, "k:"),
     ("classify-unknown-label-set", "Classify",
      lambda i: pb.ClassifyRequest(item=pb.Item(text="e"), label_set="../../etc/passwd"), INVALID, "label_set"),
     ("classify-no-labels", "Classify", lambda i: pb.ClassifyRequest(item=pb.Item(text="e")), INVALID, "label_set"),

@@ -17,14 +17,14 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path):
         assert committed.read_text() == fresh.read_text(), f"{relative} is stale: run `make protos` and commit the stubs"
 
 
-def test_api_surface_has_every_rpc_and_explain_room():
+def test_api_surface_has_every_rpc_and_explanations():
     from protos.tribind.v1 import tribind_pb2 as pb
 
     service = pb.DESCRIPTOR.services_by_name["Tribind"]
     assert service.full_name == "tribind.v1.Tribind"
     assert {m.name for m in service.methods} == {
-        "Embed", "Upsert", "Delete", "GetCase", "Search", "Classify", "ListLabelSets", "Stats", "Reindex"}
-    assert "explain" in pb.SearchRequest.DESCRIPTOR.fields_by_name
-    assert "explain" in pb.ClassifyRequest.DESCRIPTOR.fields_by_name
+        "Embed", "Upsert", "Delete", "GetCase", "Search", "Classify", "ListLabelSets", "Stats", "Reindex", "Explain"}
+    for request in (pb.SearchRequest, pb.ClassifyRequest):
+        assert {"explain", "explain_options"} <= set(request.DESCRIPTOR.fields_by_name)
     assert pb.Hit.DESCRIPTOR.fields_by_name["explanation"].message_type.name == "Explanation"
     assert pb.LabelScore.DESCRIPTOR.fields_by_name["explanation"].message_type.name == "Explanation"

@@ -73,3 +73,47 @@ def _few_threads():
     previous = torch.get_num_threads()
     yield
     torch.set_num_threads(previous)
+
+
+def test_sentence_sampling_keeps_order_and_whole_sentences():
+    from training.train import sample_sentences
+
+    report = "FINDINGS: No pneumothorax. The heart is enlarged.\nIMPRESSION: Cardiomegaly.\nSinus rhythm."
+    sentences = ["FINDINGS: No pneumothorax.", "The heart is enlarged.", "IMPRESSION: Cardiomegaly.", "Sinus rhythm."]
+    generator = torch.Generator().manual_seed(3)
+    seen = set()
+    for _ in range(40):
+        sample = sample_sentences(report, generator)
+        picked = [s for s in sentences if s in sample]
+        assert 1 <= len(picked) <= 3 and sample == " ".join(picked)  # whole sentences, original order
+        seen.add(sample)
+    assert len(seen) > 5
+    assert sample_sentences("Cardiomegaly.", generator) == "Cardiomegaly."
+
+
+def test_sampled_reports_bypass_the_prefix_cache():
+    import copy
+
+    from encoders import create_model
+    from training.train import _batch_inputs
+
+    bundle = create_model("test")
+    model = copy.deepcopy(bundle.model)
+    model.text.enable_prefix_cache()
+    reports = ["Cardiomegaly. No effusion. Sinus rhythm.", "Normal chest radiograph. Normal ECG.",
+               "Left pleural effusion. Atrial fibrillation. LVH."]
+    data = build_case_tensors(bundle, [(f"c{i}", (), None, None, r) for i, r in enumerate(reports)])
+    generator = torch.Generator().manual_seed(0)
+    batch, _ = _batch_inputs(bundle, data, torch.arange(3), torch.device("cpu"), 1.0, generator)
+    assert not batch["text_cache_rows"].any()
+    model.eval()
+    with torch.no_grad():
+        sampled = model(batch)["text"]
+        assert len(model.text._cache) == 0  # one-off texts are not cached ...
+        whole, _ = _batch_inputs(bundle, data, torch.arange(3), torch.device("cpu"))
+        assert whole["text_cache_rows"].all()
+        model(whole)
+    assert len(model.text._cache) == 3  # ... whole reports are
+    with torch.no_grad():
+        again = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(sampled, again, atol=1e-3, rtol=1e-3)

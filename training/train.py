@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -49,6 +50,7 @@ class TrainOptions:
     warmup_steps: int = 40
     grad_clip: float = 1.0
     missing_rate: float = 0.15       # phantom only
+    sentence_sampling: float = 0.0   # share of reports replaced, per step, by 1-3 of their sentences
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
     resume: bool = False
@@ -95,9 +97,34 @@ def load_training_data(bundle: ModelBundle, opts: TrainOptions, world: int = 1) 
     return manifest_case_tensors(bundle, opts.data, split=opts.split, limit=opts.cases or None)
 
 
-def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor,
-                  device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Model inputs for the present rows of each modality, and the [B] presence flags."""
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sample_sentences(report: str, generator: torch.Generator, most: int = 3) -> str:
+    """1..`most` of the report's sentences, in their order.
+
+    Why: zero-shot prompts are single short statements ("no pneumothorax"), while every training
+    report is a long mix of findings, negations and filler in which nearly every finding's word
+    occurs, mostly negated. Pairing an image with a few of its report's sentences now and then teaches
+    the text tower to place one statement, negation included, where the images it describes lie
+    (sentence sampling as in CXR-CLIP, You et al. 2023). A sampled text describes its image only in
+    part, so most steps keep the whole report.
+    """
+    sentences = [p.strip() for p in _SENTENCE_END.split(report) if p and p.strip()]
+    if len(sentences) <= 1:
+        return report
+    k = int(torch.randint(1, min(most, len(sentences)) + 1, (1,), generator=generator))
+    chosen = sorted(torch.randperm(len(sentences), generator=generator)[:k].tolist())
+    return " ".join(sentences[i] for i in chosen)
+
+
+def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor, device: torch.device,
+                  sentence_sampling: float = 0.0, generator: torch.Generator | None = None,
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Model inputs for the present rows of each modality, and the [B] presence flags.
+
+    With `sentence_sampling` > 0 that share of the reports is replaced by a few of their sentences
+    (`sample_sentences`); those rows are marked uncacheable for the text tower's prefix cache."""
     present = {m: data.present(m)[idx] for m in MODALITIES}
     batch: dict[str, torch.Tensor] = {}
     if present["xray"].any():
@@ -107,8 +134,17 @@ def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor,
         batch["signals"] = data.signals[rows].to(device)
         batch["lead_mask"] = data.lead_mask[rows].to(device)
     if present["text"].any():
-        tokens = bundle.tokenizer([data.reports[int(i)] for i in idx[present["text"]]])
+        reports = [data.reports[int(i)] for i in idx[present["text"]]]
+        sampled = [False] * len(reports)
+        if sentence_sampling > 0:
+            generator = generator if generator is not None else torch.Generator().manual_seed(0)
+            draws = torch.rand(len(reports), generator=generator).tolist()
+            for j, draw in enumerate(draws):
+                if draw < sentence_sampling:
+                    reports[j], sampled[j] = sample_sentences(reports[j], generator), True
+        tokens = bundle.tokenizer(reports)
         batch.update({k: v.to(device) for k, v in tokens.items()})
+        batch["text_cache_rows"] = torch.tensor([not s for s in sampled], dtype=torch.bool, device=device)
     return batch, {m: p.to(device) for m, p in present.items()}
 
 
@@ -202,6 +238,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                              "setup_seconds": round(time.time() - started, 2)})
     train_started = clock["start"] = time.time()
     loss_value, stopped_early = float("nan"), False
+    # Per rank and resumable enough: the sentence draws depend on the seed, rank and starting step.
+    sampler = torch.Generator().manual_seed(opts.seed * 7919 + ctx.rank * 104729 + step)
     for epoch in range(first_epoch, opts.epochs):
         model.train()
         batches = epoch_batches(data, opts.seed * 1000 + epoch, batch_size * ctx.world)
@@ -210,7 +248,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         for local_step, chunk in enumerate(batches):
             t0 = time.time()
             idx = chunk[ctx.rank * batch_size:(ctx.rank + 1) * batch_size]
-            batch, present = _batch_inputs(bundle, data, idx, ctx.device)
+            batch, present = _batch_inputs(bundle, data, idx, ctx.device, opts.sentence_sampling, sampler)
             with amp:
                 emb = wrapped(batch)
             full = _full_rows(emb, present, batch_size, model.embed_dim)

@@ -1,35 +1,59 @@
-"""`tribind explain` and `tribind eval-explain`. Heavy imports happen inside the commands."""
+"""`tribind explain` and `tribind eval-explain`. Heavy imports happen inside the commands.
+
+`tribind explain` runs the model in the process (files in, `--checkpoint`), or with `--server HOST:PORT`
+asks a running service through the SDK (the Explain RPC): then stored cases can be explained
+(`--case`, `--pair-case`) and label targets can bring case evidence from the library (`--evidence`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+MODALITIES = ("xray", "ecg", "text")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     ex = subparsers.add_parser(
         "explain", help="why an item matches a label, a text or another item: heatmap / lead x time / words",
-        description="Explain the cosine similarity between one item (--xray, --ecg or --text) and a target "
-                    "(--label, --target-text, or another item for a pairwise explanation: --pair-xray, "
-                    "--pair-ecg, --pair-text). Prints the most relevant regions; --out writes a PNG.")
+        description="Explain the cosine similarity between one item (--xray, --ecg or --text; with --server also "
+                    "a stored --case) and a target (--label, --target-text, or another item for a pairwise "
+                    "explanation: --pair-xray, --pair-ecg, --pair-text, --pair-case). Prints the most relevant "
+                    "regions; --out writes a PNG. Without --server the model runs in this process.")
     item = ex.add_mutually_exclusive_group(required=True)
     item.add_argument("--xray", metavar="IMAGE", help="PNG, JPEG or DICOM file")
     item.add_argument("--ecg", metavar="RECORD", help="WFDB record path (with or without .hea)")
     item.add_argument("--text", metavar="TEXT", help="a report (or @FILE to read it from a file)")
+    item.add_argument("--case", metavar="CASE_ID", help="with --server: a stored case's input (with --modality)")
     target = ex.add_mutually_exclusive_group(required=True)
     target.add_argument("--label", help="label id or name, e.g. 'pleural effusion', atrial_fibrillation")
     target.add_argument("--target-text", metavar="TEXT", help="free text to compare with")
     target.add_argument("--pair-xray", metavar="IMAGE", help="pairwise: the other side is this X-ray")
     target.add_argument("--pair-ecg", metavar="RECORD", help="pairwise: the other side is this ECG record")
     target.add_argument("--pair-text", metavar="TEXT", help="pairwise: the other side is this report (or @FILE)")
+    target.add_argument("--pair-case", metavar="CASE_ID",
+                        help="with --server, pairwise: the other side is this stored case (with --pair-modality), "
+                             "e.g. a search hit")
+    ex.add_argument("--modality", choices=MODALITIES, help="--case: which of the case's inputs to explain")
+    ex.add_argument("--pair-modality", choices=MODALITIES, help="--pair-case: which of the case's inputs")
+    ex.add_argument("--evidence", type=int, default=0, metavar="K",
+                    help="with --server and --label: the K nearest library cases carrying the label, each explained")
+    remote = ex.add_argument_group("asking a running server (instead of loading the model here)")
+    remote.add_argument("--server", metavar="HOST:PORT", help="explain through this tribind server's Explain RPC")
+    remote.add_argument("--api-key", default=os.environ.get("TRIBIND_API_KEY"),
+                        help="with --server: API key (default: $TRIBIND_API_KEY)")
+    remote.add_argument("--tls-ca", type=Path, default=None, help="with --server: PEM root certificate for TLS")
+    remote.add_argument("--timeout", type=float, default=120.0, help="with --server: seconds (default: %(default)s)")
     ex.add_argument("--labelset", default="phantom", help="label set of --label (default: phantom)")
     ex.add_argument("--contrast", action="store_true",
                     help="--label: explain cos(positive prompts) - cos(negative prompts), the zero-shot logit")
     ex.add_argument("--method", default="chefer", choices=("chefer", "rollout"),
                     help="chefer: gradient-weighted attention relevance (default); rollout: attention rollout")
-    ex.add_argument("--checkpoint", default="default", help="checkpoint folder, 'default', or 'none' with --preset")
+    ex.add_argument("--checkpoint", default="default",
+                    help="checkpoint folder, 'default', or 'none' with --preset (not with --server: it serves its own)")
     ex.add_argument("--preset", default=None, help="with --checkpoint none: an untrained model of this preset")
     ex.add_argument("--out", metavar="FILE.png", help="write the picture here")
     ex.add_argument("--html", metavar="FILE.html", help="text items: write the highlighted report as HTML")
@@ -90,6 +114,13 @@ def _item(bundle, xray: str | None, ecg: str | None, text: str | None):
 
 
 def _explain(args: argparse.Namespace) -> int:
+    if args.server:
+        return _explain_remote(args)
+    if args.case or args.pair_case or args.evidence:
+        flag = "--case" if args.case else ("--pair-case" if args.pair_case else "--evidence")
+        print(f"tribind explain: {flag} needs --server HOST:PORT (stored cases live in the server's library)",
+              file=sys.stderr)
+        return 2
     from encoders.errors import InvalidInputError
     from encoders.explain import api, label_target, text_target
     from encoders.explain import figures
@@ -129,17 +160,101 @@ def _explain(args: argparse.Namespace) -> int:
                           **({"out": args.out} if args.out else {})}))
         return 0
     for explanation, side_item in sides:
-        _print_explanation(explanation, side_item, args.top)
+        _print_explanation(explanation, side_item.text, args.top)
     if args.out:
         print(f"picture: {args.out}")
     return 0
 
 
-def _print_explanation(explanation, item, top: int) -> None:
+def _remote_item(xray: str | None, ecg: str | None, text: str | None, case_id: str | None, modality: str | None,
+                 modality_flag: str):
+    """(request item or case reference, the text when it is a text given here)."""
+    from service.client_types import case_ref, ecg_item, text_item, xray_item
+
+    if xray:
+        return xray_item(xray), None
+    if ecg:
+        return ecg_item(record=ecg), None
+    if text:
+        body = _text_arg(text)
+        return text_item(body), body
+    if not modality:
+        raise ValueError(f"a stored case needs {modality_flag} xray|ecg|text: which of its inputs to explain")
+    return case_ref(case_id, modality), None
+
+
+def _explain_remote(args: argparse.Namespace) -> int:
+    from service.client import TribindClient, TribindError
+    from service.client_types import ExplainOptions
+
+    try:
+        subject, subject_text = _remote_item(args.xray, args.ecg, args.text, args.case, args.modality, "--modality")
+        other, other_text = None, None
+        if args.pair_xray or args.pair_ecg or args.pair_text or args.pair_case:
+            other, other_text = _remote_item(args.pair_xray, args.pair_ecg, args.pair_text, args.pair_case,
+                                             args.pair_modality, "--pair-modality")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"tribind explain: {exc}", file=sys.stderr)
+        return 2
+    options = ExplainOptions(method=args.method, include_png=bool(args.out), evidence_k=args.evidence)
+    try:
+        with TribindClient(args.server, args.api_key, root_certificates=args.tls_ca, timeout_s=args.timeout) as client:
+            result = client.explain(subject, label=args.label, text=args.target_text, other=other,
+                                    label_set=args.labelset, contrast=args.contrast, options=options)
+    except TribindError as exc:
+        print(f"tribind explain: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"tribind explain: {exc}", file=sys.stderr)
+        return 2
+    e = result.explanation
+    sides = [(side, text) for side, text in ((e.subject, subject_text), (e.other, other_text)) if side is not None]
+    if args.out:
+        if not e.png:
+            print(f"tribind explain: the server returned no picture ({e.note or 'nothing was explained'})",
+                  file=sys.stderr)
+            return 1
+        Path(args.out).write_bytes(e.png)
+    if args.html:
+        from encoders.explain.highlight import html_highlight
+
+        texts = [(side, text) for side, text in sides if side.modality == "text" and text is not None]
+        if not texts:
+            print("tribind explain: --html needs a text given here (--text or --pair-text)", file=sys.stderr)
+            return 2
+        side, text = texts[0]
+        Path(args.html).write_text(html_highlight(text, side.spans, side.relevance,
+                                                  f"{side.target}: cos {side.score:+.3f}"))
+    if args.json:
+        print(json.dumps({"score": e.score, "sides": [side.as_dict() for side, _ in sides],
+                          "evidence": [{"case_id": ev.case_id, "score": ev.score, "labels": ev.labels,
+                                        "relevance": ev.relevance.as_dict()} for ev in e.evidence],
+                          "note": e.note, "model_version": result.model_version,
+                          **({"out": args.out} if args.out else {})}))
+        return 0
+    print(f"cos {e.score:+.4f}  (model {result.model_version})")
+    if e.note:
+        print(f"note: {e.note}")
+    for side, text in sides:
+        _print_explanation(side, text, args.top)
+    for evidence in e.evidence:
+        print(f"evidence: case {evidence.case_id} (cos {evidence.score:+.4f} with the subject; "
+              f"labels {','.join(evidence.labels)})")
+        _print_explanation(evidence.relevance, None, args.top)
+    if args.out:
+        print(f"picture: {args.out}")
+    return 0
+
+
+def _print_explanation(explanation, text: str | None, top: int) -> None:
+    """The top regions of an explanation: the engine's `Explanation` or the SDK's `Relevance`."""
     import numpy as np
 
-    print(f"{explanation.modality} {explanation.item_name or ''} vs {explanation.target}: "
-          f"cos {explanation.score:+.4f}  ({explanation.method}, {explanation.seconds:.2f} s)")
+    name = getattr(explanation, "item_name", None) or getattr(explanation, "item", "")
+    seconds = getattr(explanation, "seconds", None)
+    timing = f", {seconds:.2f} s" if seconds is not None else ""
+    print(f"{explanation.modality} {name} vs {explanation.target}: "
+          f"cos {explanation.score:+.4f}  ({explanation.method}{timing})")
     share = explanation.normalised()
     order = np.argsort(-explanation.relevance, axis=None, kind="stable")[:top]
     if explanation.modality == "xray":
@@ -158,8 +273,9 @@ def _print_explanation(explanation, item, top: int) -> None:
         from encoders.explain.highlight import ansi_highlight
 
         print("  top words: " + ", ".join(f"{explanation.words[int(i)]} ({share[int(i)]:.2f})" for i in order))
-        text = ansi_highlight(item.text, explanation.spans, explanation.relevance) if sys.stdout.isatty() else item.text
-        print("  " + text.replace("\n", "\n  "))
+        if text is not None:
+            shown = ansi_highlight(text, explanation.spans, explanation.relevance) if sys.stdout.isatty() else text
+            print("  " + shown.replace("\n", "\n  "))
 
 
 def _eval_explain(args: argparse.Namespace) -> int:

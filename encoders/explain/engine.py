@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from encoders.errors import InvalidInputError
 from encoders.explain.items import Item, check_item
 from encoders.explain.relevance import (
-    METHODS, attention_rollout, chefer_relevance, cls_readout, mean_pool_readout,
+    METHODS, attention_rollout, chefer_relevance, cls_readout, mean_pool_readout, query_row_readout,
 )
 from encoders.explain.words import merge_to_words, word_spans
 from encoders.preprocess.leads import STANDARD_LEADS
@@ -235,8 +235,8 @@ def _explain_ecg(bundle, items: Sequence[Item], targets: torch.Tensor, method: s
 def _explain_text(bundle, items: Sequence[Item], targets: torch.Tensor, method: str) -> list[Explanation]:
     model = explaining_model(bundle.model)
     tokens = bundle.tokenizer([it.text for it in items])
-    scores, relevance, _ = _scores_and_relevance(model, "text", lambda: model.encode_text(**tokens), targets, method)
-    token_relevance = mean_pool_readout(relevance, tokens["attention_mask"]).numpy()
+    token_relevance = _text_token_relevance(model, tokens, targets, method)
+    scores, token_relevance = token_relevance[0], token_relevance[1].numpy()
     out = []
     for i, item in enumerate(items):
         segmentation = word_spans(bundle, item.text)
@@ -246,3 +246,33 @@ def _explain_text(bundle, items: Sequence[Item], targets: torch.Tensor, method: 
                                spans=segmentation.spans, truncated=bool(item.text[covered:].strip()),
                                item_name=item.name))
     return out
+
+
+def _text_token_relevance(model, tokens: dict[str, torch.Tensor], targets: torch.Tensor,
+                          method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores [B], relevance [B, L] of each token) read out the way the tower pools."""
+    mask = tokens["attention_mask"]
+    pooling = model.text.pooling
+    if pooling != "mean_query":
+        scores, relevance, _ = _scores_and_relevance(model, "text", lambda: model.encode_text(**tokens), targets, method)
+        if pooling == "mean":
+            return scores, mean_pool_readout(relevance, mask)
+        rows = torch.zeros_like(mask) if pooling == "cls" else \
+            (mask.to(torch.long) * torch.arange(mask.shape[1])).argmax(dim=1)   # "last": the last real token
+        picked = relevance[torch.arange(relevance.shape[0]), rows]
+        eye = torch.nn.functional.one_hot(rows, mask.shape[1]).to(picked.dtype)
+        return scores, (picked - eye).clamp(min=0) * mask.to(picked.dtype)
+    # The top layer ran on one query row: its [B, H, 1, L] attention is the last captured.
+    with _explaining(model, method) as captured:
+        scores = (model.encode_text(**tokens) * targets).sum(dim=-1)
+        attentions = captured["text"]
+        below, top = attentions[:-1], attentions[-1]
+        if method == "chefer":
+            grads = torch.autograd.grad(scores.sum(), attentions)
+            prefix = (chefer_relevance([a.detach() for a in below], list(grads[:-1])) if below
+                      else torch.eye(mask.shape[1]).expand(mask.shape[0], -1, -1))
+            relevance = query_row_readout(prefix, top.detach(), grads[-1], mask)
+        else:
+            prefix = attention_rollout(below) if below else torch.eye(mask.shape[1]).expand(mask.shape[0], -1, -1)
+            relevance = query_row_readout(prefix, top, None, mask)
+    return scores.detach(), relevance.detach()

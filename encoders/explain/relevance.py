@@ -62,3 +62,23 @@ def mean_pool_readout(relevance: torch.Tensor, attention_mask: torch.Tensor) -> 
     mask = attention_mask.to(relevance.dtype)
     rows = ((relevance - eye) * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
     return rows.clamp(min=0) * mask
+
+
+def query_row_readout(prefix_relevance: torch.Tensor, top_attention: torch.Tensor,
+                      top_gradient: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor:
+    """"mean_query"-pooled text towers: relevance of the input tokens for the pooled row, [B, N].
+
+    The pooled row is the top layer run on one query row, the mean of the rows below, attending
+    ([B, H, 1, N] `top_attention`) over every token. Its relevance is the mean of the token rows of
+    `prefix_relevance` (identity taken out, as in `mean_pool_readout`) plus what the top layer's
+    attention adds: Chefer's rule, (dS/dA ⊙ A)^+ averaged over heads, times the rows it reads; with
+    no gradient (rollout), half the head-averaged attention, as rollout mixes in the residual.
+    """
+    base = mean_pool_readout(prefix_relevance, attention_mask)
+    if top_gradient is not None:
+        cam = (top_gradient * top_attention).clamp(min=0).mean(dim=1)            # [B, 1, N]
+        added = (cam @ prefix_relevance)[:, 0]
+    else:
+        added = 0.5 * (top_attention.mean(dim=1) @ prefix_relevance)[:, 0]
+        base = 0.5 * base
+    return (base + added).clamp(min=0) * attention_mask.to(prefix_relevance.dtype)

@@ -83,9 +83,121 @@ class Vector(_message.Message):
     model_version: str
     def __init__(self, modality: _Optional[_Union[Modality, str]] = ..., values: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
+class TextSpan(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class Relevance(_message.Message):
+    __slots__ = ("modality", "method", "score", "target", "item", "values", "shape", "time_values", "window_s", "time_offset_s", "lead_names", "words", "spans", "truncated")
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_VALUES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    TIME_OFFSET_S_FIELD_NUMBER: _ClassVar[int]
+    LEAD_NAMES_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    modality: Modality
+    method: str
+    score: float
+    target: str
+    item: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    time_values: _containers.RepeatedScalarFieldContainer[float]
+    window_s: float
+    time_offset_s: float
+    lead_names: _containers.RepeatedScalarFieldContainer[str]
+    words: _containers.RepeatedScalarFieldContainer[str]
+    spans: _containers.RepeatedCompositeFieldContainer[TextSpan]
+    truncated: bool
+    def __init__(self, modality: _Optional[_Union[Modality, str]] = ..., method: _Optional[str] = ..., score: _Optional[float] = ..., target: _Optional[str] = ..., item: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ..., shape: _Optional[_Iterable[int]] = ..., time_values: _Optional[_Iterable[float]] = ..., window_s: _Optional[float] = ..., time_offset_s: _Optional[float] = ..., lead_names: _Optional[_Iterable[str]] = ..., words: _Optional[_Iterable[str]] = ..., spans: _Optional[_Iterable[_Union[TextSpan, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class CaseEvidence(_message.Message):
+    __slots__ = ("case_id", "score", "relevance", "labels", "png")
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    case_id: str
+    score: float
+    relevance: Relevance
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    png: bytes
+    def __init__(self, case_id: _Optional[str] = ..., score: _Optional[float] = ..., relevance: _Optional[_Union[Relevance, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., png: _Optional[bytes] = ...) -> None: ...
+
 class Explanation(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("score", "subject", "other", "evidence", "png", "note")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    subject: Relevance
+    other: Relevance
+    evidence: _containers.RepeatedCompositeFieldContainer[CaseEvidence]
+    png: bytes
+    note: str
+    def __init__(self, score: _Optional[float] = ..., subject: _Optional[_Union[Relevance, _Mapping]] = ..., other: _Optional[_Union[Relevance, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[CaseEvidence, _Mapping]]] = ..., png: _Optional[bytes] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ExplainTarget(_message.Message):
+    __slots__ = ("label", "text", "item", "case_ref", "label_set", "contrast")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    CASE_REF_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SET_FIELD_NUMBER: _ClassVar[int]
+    CONTRAST_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    text: str
+    item: Item
+    case_ref: CaseRef
+    label_set: str
+    contrast: bool
+    def __init__(self, label: _Optional[str] = ..., text: _Optional[str] = ..., item: _Optional[_Union[Item, _Mapping]] = ..., case_ref: _Optional[_Union[CaseRef, _Mapping]] = ..., label_set: _Optional[str] = ..., contrast: _Optional[bool] = ...) -> None: ...
+
+class ExplainOptions(_message.Message):
+    __slots__ = ("method", "include_png", "evidence_k")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNG_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_K_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    include_png: bool
+    evidence_k: int
+    def __init__(self, method: _Optional[str] = ..., include_png: _Optional[bool] = ..., evidence_k: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("item", "case_ref", "target", "options")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    CASE_REF_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    item: Item
+    case_ref: CaseRef
+    target: ExplainTarget
+    options: ExplainOptions
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., case_ref: _Optional[_Union[CaseRef, _Mapping]] = ..., target: _Optional[_Union[ExplainTarget, _Mapping]] = ..., options: _Optional[_Union[ExplainOptions, _Mapping]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("explanation", "model_version")
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    explanation: Explanation
+    model_version: str
+    def __init__(self, explanation: _Optional[_Union[Explanation, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("items",)
@@ -212,7 +324,7 @@ class Filter(_message.Message):
     def __init__(self, labels_any: _Optional[_Iterable[str]] = ..., labels_all: _Optional[_Iterable[str]] = ..., labels_none: _Optional[_Iterable[str]] = ..., patient_in: _Optional[_Iterable[str]] = ..., patient_not_in: _Optional[_Iterable[str]] = ..., metadata_equals: _Optional[_Mapping[str, str]] = ..., time_from: _Optional[str] = ..., time_to: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("item", "case_ref", "vector", "targets", "k", "offset", "score_threshold", "filter", "exclude_query_case", "exclude_query_patient", "group_by_patient", "explain")
+    __slots__ = ("item", "case_ref", "vector", "targets", "k", "offset", "score_threshold", "filter", "exclude_query_case", "exclude_query_patient", "group_by_patient", "explain", "explain_options")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     CASE_REF_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +337,7 @@ class SearchRequest(_message.Message):
     EXCLUDE_QUERY_PATIENT_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_PATIENT_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     item: Item
     case_ref: CaseRef
     vector: Vector
@@ -237,7 +350,8 @@ class SearchRequest(_message.Message):
     exclude_query_patient: bool
     group_by_patient: bool
     explain: bool
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., case_ref: _Optional[_Union[CaseRef, _Mapping]] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Modality, str]]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_query_case: _Optional[bool] = ..., exclude_query_patient: _Optional[bool] = ..., group_by_patient: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
+    explain_options: ExplainOptions
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., case_ref: _Optional[_Union[CaseRef, _Mapping]] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Modality, str]]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_query_case: _Optional[bool] = ..., exclude_query_patient: _Optional[bool] = ..., group_by_patient: _Optional[bool] = ..., explain: _Optional[bool] = ..., explain_options: _Optional[_Union[ExplainOptions, _Mapping]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("case_id", "modality", "score", "labels", "metadata", "patient_id", "study_time", "explanation")
@@ -303,20 +417,22 @@ class CustomLabels(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[CustomLabel, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("item", "case_ref", "label_set", "custom", "top_k", "explain")
+    __slots__ = ("item", "case_ref", "label_set", "custom", "top_k", "explain", "explain_options")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     CASE_REF_FIELD_NUMBER: _ClassVar[int]
     LABEL_SET_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     item: Item
     case_ref: CaseRef
     label_set: str
     custom: CustomLabels
     top_k: int
     explain: bool
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., case_ref: _Optional[_Union[CaseRef, _Mapping]] = ..., label_set: _Optional[str] = ..., custom: _Optional[_Union[CustomLabels, _Mapping]] = ..., top_k: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    explain_options: ExplainOptions
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., case_ref: _Optional[_Union[CaseRef, _Mapping]] = ..., label_set: _Optional[str] = ..., custom: _Optional[_Union[CustomLabels, _Mapping]] = ..., top_k: _Optional[int] = ..., explain: _Optional[bool] = ..., explain_options: _Optional[_Union[ExplainOptions, _Mapping]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score", "probability", "explanation")

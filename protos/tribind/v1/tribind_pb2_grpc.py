@@ -79,6 +79,11 @@ class TribindStub:
                 request_serializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ReindexRequest.SerializeToString,
                 response_deserializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ReindexProgress.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/tribind.v1.Tribind/Explain',
+                request_serializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class TribindServicer:
@@ -140,7 +145,14 @@ class TribindServicer:
 
     def Reindex(self, request, context):
         """Re-embed every stored input with the served model and rebuild the vector indexes, streaming progress.
-        Reserved for the explanations issue: rpc Explain(ExplainRequest) returns (ExplainResponse);
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Which regions of an item (or a stored case's input) drive its cosine with a target: a label, a
+        free text, another item or a stored case (the last two explain both sides). Arrays, optional PNG.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +205,11 @@ def add_TribindServicer_to_server(servicer, server):
                     servicer.Reindex,
                     request_deserializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ReindexRequest.FromString,
                     response_serializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ReindexProgress.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ExplainRequest.FromString,
+                    response_serializer=protos_dot_tribind_dot_v1_dot_tribind__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +455,33 @@ class Tribind:
             '/tribind.v1.Tribind/Reindex',
             protos_dot_tribind_dot_v1_dot_tribind__pb2.ReindexRequest.SerializeToString,
             protos_dot_tribind_dot_v1_dot_tribind__pb2.ReindexProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tribind.v1.Tribind/Explain',
+            protos_dot_tribind_dot_v1_dot_tribind__pb2.ExplainRequest.SerializeToString,
+            protos_dot_tribind_dot_v1_dot_tribind__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
