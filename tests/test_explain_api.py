@@ -151,19 +151,20 @@ def test_bad_inputs_say_what_to_do(bundle, items):
         text_item("   ")
 
 
-@pytest.fixture(scope="module")
-def mean_query_bundle():
+@pytest.fixture(scope="module", params=["mean_query", "cls"])
+def row_pooled_bundle(request):
     from encoders.config import resolve_config
 
     config = resolve_config("test")
-    config["text"]["pooling"] = "mean_query"
+    config["text"]["pooling"] = request.param
     torch.manual_seed(0)
     return create_model(config)
 
 
 @pytest.mark.parametrize("method", ["chefer", "rollout"])
-def test_mean_query_text_explanation_is_finite_deterministic_and_scores_the_cosine(mean_query_bundle, method):
-    bundle = mean_query_bundle
+def test_row_pooled_text_explanation_is_finite_deterministic_and_scores_the_cosine(row_pooled_bundle, method):
+    """Text towers pooled from one row (mean_query, cls) read relevance from that row, not a mean."""
+    bundle = row_pooled_bundle
     item = text_item(REPORT, "r")
     target = text_target(bundle, "pleural effusion")
     first = explain(bundle, item, target, method)

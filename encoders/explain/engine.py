@@ -235,8 +235,8 @@ def _explain_ecg(bundle, items: Sequence[Item], targets: torch.Tensor, method: s
 def _explain_text(bundle, items: Sequence[Item], targets: torch.Tensor, method: str) -> list[Explanation]:
     model = explaining_model(bundle.model)
     tokens = bundle.tokenizer([it.text for it in items])
-    token_relevance = _text_token_relevance(model, tokens, targets, method)
-    scores, token_relevance = token_relevance[0], token_relevance[1].numpy()
+    scores, relevance = _text_token_relevance(model, tokens, targets, method)
+    token_relevance = relevance.numpy()
     out = []
     for i, item in enumerate(items):
         segmentation = word_spans(bundle, item.text)
