@@ -257,8 +257,10 @@ def _text_token_relevance(model, tokens: dict[str, torch.Tensor], targets: torch
         scores, relevance, _ = _scores_and_relevance(model, "text", lambda: model.encode_text(**tokens), targets, method)
         if pooling == "mean":
             return scores, mean_pool_readout(relevance, mask)
-        rows = torch.zeros_like(mask) if pooling == "cls" else \
-            (mask.to(torch.long) * torch.arange(mask.shape[1])).argmax(dim=1)   # "last": the last real token
+        if pooling == "cls":
+            rows = torch.zeros(mask.shape[0], dtype=torch.long)
+        else:  # "last": the last real token
+            rows = (mask.to(torch.long) * torch.arange(mask.shape[1])).argmax(dim=1)
         picked = relevance[torch.arange(relevance.shape[0]), rows]
         eye = torch.nn.functional.one_hot(rows, mask.shape[1]).to(picked.dtype)
         return scores, (picked - eye).clamp(min=0) * mask.to(picked.dtype)
