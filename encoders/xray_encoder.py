@@ -7,9 +7,10 @@ output projection is removed because the joint model owns one projection head pe
 `stem: "conv"` replaces the one strided patch convolution by log2(patch) stride-2 3x3 convolutions
 (Xiao et al. 2021, "Early convolutions help transformers see better"). The token grid, the
 transformer and its attention are unchanged, so explanations read the same [gh, gw] patch grid. Why:
-a plain ViT learns local texture slowly; on the 2-core budget the tiny preset's ViT, even trained on
-the labels directly, did not find a pneumothorax (AUROC 0.51) or a consolidation (0.73) after 36k
-films, which a conv stem sees from the first few thousand. It costs about 40 % more X-ray FLOPs.
+a plain ViT learns local texture slowly. Trained on the labels directly for 4 minutes on 2 cores, the
+tiny preset's ViT read consolidation at AUROC 0.73 and atelectasis at 0.70 after 36k films; with the
+stem, 0.86 and 0.92 after 23k (pneumothorax stayed near 0.5 in that short run). It costs about 40 %
+more X-ray FLOPs.
 """
 
 from __future__ import annotations

@@ -65,17 +65,6 @@ def ecg_signal_to_array(msg: pb.EcgSignal, field: str) -> tuple[np.ndarray, floa
     return signal, rate, list(msg.lead_names)
 
 
-def array_to_ecg_signal(signal: np.ndarray, rate: float, lead_names: list[str]) -> pb.EcgSignal:
-    signal = np.asarray(signal, dtype=np.float32)
-    return pb.EcgSignal(
-        samples=signal.reshape(-1).tolist(),
-        n_leads=signal.shape[0],
-        n_samples=signal.shape[1],
-        lead_names=list(lead_names),
-        sampling_rate_hz=float(rate),
-    )
-
-
 def vector_to_array(msg: pb.Vector, dim: int, field: str) -> np.ndarray:
     """A client vector as float32 [dim], L2-normalised (scores are cosines whatever the client sent)."""
     values = np.asarray(msg.values, dtype=np.float32)

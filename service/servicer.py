@@ -21,10 +21,10 @@ from protos.tribind.v1 import tribind_pb2 as pb
 from protos.tribind.v1 import tribind_pb2_grpc as pb_grpc
 from service import hits as hit_lists
 from service.case_refs import resolve_case_ref
+from service.client_types import ecg_signal
 from service.config import ServerConfig
 from service.convert import (
     MODALITY_TO_PB,
-    array_to_ecg_signal,
     array_to_vector,
     modality_name,
     modality_names,
@@ -281,7 +281,7 @@ class TribindServicer(pb_grpc.TribindServicer):
             if modality == "xray":
                 reply.xray.data = raw.data
             elif modality == "ecg" and raw.media_type == ECG_MEDIA_TYPE:
-                reply.ecg.signal.CopyFrom(array_to_ecg_signal(*ecg_from_npz(raw.data)))
+                reply.ecg.signal.CopyFrom(ecg_signal(*ecg_from_npz(raw.data)))
             elif modality == "text":
                 reply.report = raw.data.decode("utf-8")
         if request.include_vectors:

@@ -264,17 +264,18 @@ def _text_token_relevance(model, tokens: dict[str, torch.Tensor], targets: torch
         picked = relevance[torch.arange(relevance.shape[0]), rows]
         eye = torch.nn.functional.one_hot(rows, mask.shape[1]).to(picked.dtype)
         return scores, (picked - eye).clamp(min=0) * mask.to(picked.dtype)
-    # The top layer ran on one query row: its [B, H, 1, L] attention is the last captured.
+    # The top layer ran on one query row: its [B, H, 1, L] attention is the last captured. With no
+    # layer below it, the rows it reads carry only themselves (identity relevance).
+    identity = torch.eye(mask.shape[1]).expand(mask.shape[0], -1, -1)
     with _explaining(model, method) as captured:
         scores = (model.encode_text(**tokens) * targets).sum(dim=-1)
         attentions = captured["text"]
         below, top = attentions[:-1], attentions[-1]
         if method == "chefer":
             grads = torch.autograd.grad(scores.sum(), attentions)
-            prefix = (chefer_relevance([a.detach() for a in below], list(grads[:-1])) if below
-                      else torch.eye(mask.shape[1]).expand(mask.shape[0], -1, -1))
+            prefix = chefer_relevance([a.detach() for a in below], list(grads[:-1])) if below else identity
             relevance = query_row_readout(prefix, top.detach(), grads[-1], mask)
         else:
-            prefix = attention_rollout(below) if below else torch.eye(mask.shape[1]).expand(mask.shape[0], -1, -1)
+            prefix = attention_rollout(below) if below else identity
             relevance = query_row_readout(prefix, top, None, mask)
     return scores.detach(), relevance.detach()
