@@ -72,6 +72,10 @@ def validate_config(config: dict[str, Any]) -> None:
         raise InvalidInputError("config.xray.patch_size", f"is {patch}; a conv stem halves the image per layer, "
                                 "so the patch size must be a power of two (4, 8, 16, 32)")
     ecg = config["ecg"]
+    ecg_stem = ecg.get("stem", "patch")  # not setdefault: the config is hashed into model_version
+    if ecg_stem not in ("patch", "patch_conv"):
+        raise InvalidInputError("config.ecg.stem", f"got {ecg_stem!r}; use 'patch' (one strided convolution per "
+                                "time patch) or 'patch_conv' (that plus a convolutional event branch, same token grid)")
     n_samples = int(round(ecg["sample_rate"] * ecg["seconds"]))
     if n_samples % ecg["patch_samples"]:
         raise InvalidInputError("config.ecg.patch_samples", "must divide sample_rate * seconds exactly")

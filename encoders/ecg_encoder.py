@@ -13,6 +13,16 @@ hides random leads to teach that.
 
 Amplitudes stay in mV (no per-record normalisation: voltage carries LVH); the patch embedding sees
 raw mV.
+
+`stem: "patch_conv"` adds a convolutional event branch to the linear patch embedding, on the same
+token grid (`EcgPatchConvEmbedding`). Why: a linear patch embedding cannot say "a QRS is somewhere
+in this patch" (the QRS sits at any offset, with either polarity, so its energy is not a linear
+feature of the samples), and rate, rhythm and PR interval are counts and distances of such events.
+The branch (stride-1 first layer, GELUs, a receptive field of 670 ms on `tiny`, enough for a P wave
+and its QRS with first-degree block) gives shift-tolerant event detectors before the first
+attention. Its last layer starts at zero (zero-init residual, Goyal et al. 2017), so training starts
+from the plain patch model and only adds what helps; no normalisation layers, which would divide
+out the voltage LVH is read from. Measured, see README.md (ECG tower).
 """
 
 from __future__ import annotations
@@ -40,7 +50,10 @@ class EcgEncoder(nn.Module):
         self.lead_dropout = float(cfg.get("lead_dropout", 0.0))
         n_patches = self.n_samples // self.patch
         scale = self.width ** -0.5
-        self.patch_embed = nn.Conv1d(N_LEADS, self.width, kernel_size=self.patch, stride=self.patch)
+        if cfg.get("stem", "patch") == "patch_conv":
+            self.patch_embed = EcgPatchConvEmbedding(self.width, self.patch)
+        else:
+            self.patch_embed = nn.Conv1d(N_LEADS, self.width, kernel_size=self.patch, stride=self.patch)
         self.absent_lead = nn.Parameter(scale * torch.randn(N_LEADS, self.width))
         self.class_embedding = nn.Parameter(scale * torch.randn(self.width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(n_patches + 1, self.width))
@@ -85,3 +98,52 @@ class EcgEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
         return self.ln_post(x[:, 0])
+
+
+def stem_strides(patch: int) -> list[int]:
+    """patch_samples as a product of strides of at most 5 where it factors that way (25 -> [5, 5],
+    50 -> [2, 5, 5]); a prime factor above 5 stays one stride."""
+    factors, n, f = [], patch, 2
+    while n > 1:
+        while n % f == 0:
+            factors.append(f)
+            n //= f
+        f += 1
+    strides: list[int] = []
+    for factor in sorted(factors, reverse=True):
+        for i, s in enumerate(strides):
+            if s * factor <= 5:
+                strides[i] = s * factor
+                break
+        else:
+            strides.append(factor)
+    return sorted(strides)
+
+
+class EcgPatchConvEmbedding(nn.Module):
+    """[B, 12, T] mV -> [B, width, T / patch]: the linear patch embedding plus a convolutional branch.
+
+    The branch: a stride-1 kernel-7 convolution at full rate, one convolution per stride of
+    `stem_strides(patch)` (kernel 2 * stride + 1, so neighbouring windows overlap), channels growing to
+    `width`, then a zero-initialised 1x1 projection. Token i still covers samples
+    [i * patch, (i + 1) * patch), widened by the branch's overlap.
+    """
+
+    def __init__(self, width: int, patch: int) -> None:
+        super().__init__()
+        self.linear = nn.Conv1d(N_LEADS, width, kernel_size=patch, stride=patch)
+        strides = stem_strides(patch)
+        channels = [max(16, width >> (len(strides) - i)) for i in range(1, len(strides) + 1)]
+        first = max(16, channels[0] // 2)
+        layers: list[nn.Module] = [nn.Conv1d(N_LEADS, first, kernel_size=7, padding=3), nn.GELU()]
+        previous = first
+        for stride, out in zip(strides, channels):
+            layers += [nn.Conv1d(previous, out, kernel_size=2 * stride + 1, stride=stride, padding=stride), nn.GELU()]
+            previous = out
+        projection = nn.Conv1d(previous, width, kernel_size=1)
+        nn.init.zeros_(projection.weight)
+        nn.init.zeros_(projection.bias)
+        self.events = nn.Sequential(*layers, projection)
+
+    def forward(self, signals: torch.Tensor) -> torch.Tensor:
+        return self.linear(signals) + self.events(signals)

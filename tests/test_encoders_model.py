@@ -259,6 +259,7 @@ def mean_query_bundle():
     config = resolve_config("test")
     config["text"]["pooling"] = "mean_query"
     config["xray"]["stem"] = "conv"
+    config["ecg"]["stem"] = "patch_conv"
     torch.manual_seed(0)
     bundle = create_model(config)
     for name, p in bundle.model.text.named_parameters():
@@ -316,4 +317,34 @@ def test_conv_stem_keeps_the_token_grid_and_refuses_odd_patches(mean_query_bundl
         create_model(config)
     config["xray"].update(stem="hybrid", patch_size=4)
     with pytest.raises(InvalidInputError, match="config.xray.stem"):
+        create_model(config)
+
+
+def test_ecg_patch_conv_stem_keeps_the_token_grid_and_the_voltage(mean_query_bundle):
+    from encoders.ecg_encoder import stem_strides
+
+    assert [stem_strides(p) for p in (25, 50, 10, 7, 1)] == [[5, 5], [2, 5, 5], [2, 5], [7], []]
+    model = mean_query_bundle.model.eval()
+    cfg = mean_query_bundle.config["ecg"]
+    n_samples = int(cfg["sample_rate"] * cfg["seconds"])
+    signals, mask = torch.randn(2, 12, n_samples), torch.ones(2, 12, dtype=torch.bool)
+    tokens = model.ecg.patch_embed(signals)
+    assert tokens.shape == (2, cfg["width"], n_samples // cfg["patch_samples"])
+    with model.capture_attention() as captured, torch.no_grad():
+        z = model.encode_ecg(signals, mask)
+    assert z.shape == (2, mean_query_bundle.config["embed_dim"])
+    assert captured["ecg"][0].shape[-1] == model.ecg.num_tokens
+    # The event branch starts at zero (the plain patch model) and is trained.
+    stem = create_model(mean_query_bundle.config).model.ecg.patch_embed
+    with torch.no_grad():
+        torch.testing.assert_close(stem(signals), stem.linear(signals))
+        stem.events[-1].weight.normal_(std=0.1)  # make the branch matter for the checks below
+        tokens = stem(signals)
+        assert not torch.allclose(tokens, stem.linear(signals), atol=1e-3)
+        # Not scale-invariant (no normalisation): doubling the voltage doubles no LayerNorm away.
+        assert not torch.allclose(stem(2 * signals), tokens, atol=1e-3)
+    assert all(p.requires_grad for p in stem.parameters())
+    config = resolve_config("test")
+    config["ecg"]["stem"] = "wavelet"
+    with pytest.raises(InvalidInputError, match="config.ecg.stem"):
         create_model(config)

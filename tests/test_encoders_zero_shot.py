@@ -35,6 +35,20 @@ def test_phantom_ids_match_the_architecture_contract():
     assert phantom.get("normal").modality == "both"
 
 
+def test_normal_read_off_one_modality_means_none_of_its_findings():
+    phantom = load_labelset("phantom")
+    normal, effusion = phantom.get("normal"), phantom.get("pleural_effusion_left")
+    assert normal.no_finding and not effusion.no_finding
+    af_clear_film = ("atrial_fibrillation",)
+    assert phantom.truth_in(normal, af_clear_film, "xray")          # a clear film is a normal film
+    assert not phantom.truth_in(normal, af_clear_film, "ecg")
+    assert not phantom.truth_in(normal, af_clear_film, "text")      # the report names the AF
+    assert phantom.truth_in(normal, ("normal",), "ecg") and phantom.truth_in(normal, (), "xray")
+    assert not phantom.truth_in(normal, ("pleural_effusion_left",), "xray")
+    assert phantom.truth_in(effusion, ("pleural_effusion_left",), "xray")
+    assert not phantom.truth_in(effusion, ("normal",), "xray")
+
+
 def test_ptbxl_statements_cover_scp_statements(shared_data):
     with open(shared_data / "ptbxl" / "scp_statements.csv") as fh:
         codes = {row[0] for row in list(csv.reader(fh))[1:]}  # first column: the SCP code

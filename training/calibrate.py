@@ -162,7 +162,8 @@ def collect_margins(bundle: ModelBundle, labelset: LabelSet, data: CaseTensors,
             positive, negative = label_embeddings(bundle, labels)
             subject = embeddings[modality][rows]
             margins = (subject @ positive.T - subject @ negative.T).double().numpy()
-        truth = np.array([[label.id in data.labels[int(i)] for label in labels] for i in rows], dtype=bool)
+        truth = np.array([[labelset.truth_in(label, data.labels[int(i)], modality) for label in labels]
+                          for i in rows], dtype=bool)
         out[modality] = Margins(tuple(label.id for label in labels), margins, truth.reshape(len(rows), len(labels)))
     return out
 

@@ -10,8 +10,10 @@ Per modality (N tokens include one CLS for X-ray and ECG):
 - ECG: tokens are time patches of all 12 leads (see encoders/ecg_encoder.py), so attention resolves
   time only. Each window's relevance is split over the leads in proportion to the lead's share of the
   evidence in that window: for Chefer the positive part of gradient x input summed over the window's
-  samples (the patch embedding is linear per lead, so this is exactly the lead's contribution to the
-  token, first order); for rollout, which uses no gradient, the lead's signal energy in the window.
+  samples (with the linear patch embedding this is exactly the lead's contribution to the token; with
+  the patch_conv event branch, whose receptive field overlaps the neighbouring windows, the first-order
+  contribution of the window's samples to the score); for rollout, which uses no gradient, the lead's
+  signal energy in the window.
 - Text: mean-pooled rows -> tokens -> words (sub-words summed, see words.py).
 """
 

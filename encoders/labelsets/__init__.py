@@ -5,6 +5,11 @@ or anywhere else given by path. Label ids are the source's own vocabulary (phant
 Labels', CheXpert columns, PTB-XL SCP codes and superclasses), so a reader's labels join without a map.
 Each label has positive and negative prompt ensembles (CheXzero: a label's score is the softmax of
 the positive versus the negative prompt similarity). `modality` is "xray", "ecg" or "both".
+
+A label with `"no_finding": true` (the phantom's "normal") means "none of the other labels". Read off
+one modality its truth is "none of the labels that modality shows" (`truth_in`): a clear film of a
+patient in atrial fibrillation is a normal film. Scored against case-level truth instead, a film's
+"normal" could never be learnt or calibrated: half of its positives hinge on the ECG.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Label:
     positive: tuple[str, ...]
     negative: tuple[str, ...]
     description: str = ""
+    no_finding: bool = False
 
     def applies_to(self, modality: str) -> bool:
         """True when the label can be read off `modality` ("text" reads every label)."""
@@ -46,6 +52,14 @@ class LabelSet:
         """The labels visible in `modality`; `include_both=False` leaves out "both" labels such as normal."""
         return tuple(label for label in self.labels
                      if label.applies_to(modality) and (include_both or label.modality != "both"))
+
+    def truth_in(self, label: Label, case_labels: "set[str] | frozenset[str] | tuple[str, ...]",
+                 modality: str) -> bool:
+        """Is `label` true of a case as seen in `modality`? A no-finding label: none of the labels that
+        `modality` shows is on the case; any other label: it is on the case."""
+        if not label.no_finding:
+            return label.id in case_labels
+        return not any(other.id in case_labels for other in self.for_modality(modality) if not other.no_finding)
 
     def get(self, label_id: str) -> Label:
         for label in self.labels:
@@ -74,7 +88,8 @@ def load_labelset(name_or_path: str | Path) -> LabelSet:
         if not item.get("positive") or not item.get("negative"):
             raise InvalidInputError(where, "needs non-empty 'positive' and 'negative' prompt lists")
         labels.append(Label(id=str(item["id"]), modality=item["modality"], positive=tuple(item["positive"]),
-                            negative=tuple(item["negative"]), description=item.get("description", "")))
+                            negative=tuple(item["negative"]), description=item.get("description", ""),
+                            no_finding=bool(item.get("no_finding", False))))
     if not labels:
         raise InvalidInputError("labelset", f"{path} has no labels")
     return LabelSet(name=data.get("name", path.stem), description=data.get("description", ""), labels=tuple(labels))
