@@ -35,8 +35,10 @@ EXPOSE 50051
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
     CMD ["python", "-m", "service.healthcheck", "127.0.0.1:50051"]
 
-# SIGTERM (docker stop) drains in-flight RPCs, snapshots the indexes and exits 0; give it the grace
-# period plus the snapshot time: docker stop -t 30.
+# SIGTERM (docker stop) drains in-flight RPCs, lets an index retraining running aside finish (up to
+# --retrain-wait-s, 120 s; only after bulk imports), snapshots the indexes and exits 0; give it the
+# grace period plus the snapshot time, docker stop -t 30, or -t 150 right after a bulk import (or
+# lower --retrain-wait-s to fit your orchestrator's kill deadline).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["tribind", "serve"]
 CMD ["--data-dir", "/data", "--listen", "0.0.0.0:50051", "--seed-cases", "2000"]

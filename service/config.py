@@ -36,6 +36,11 @@ class ServerConfig:
     tls_key: Path | None = None
     # SIGTERM: seconds in-flight RPCs get to finish before they are cancelled.
     grace_s: float = 10.0
+    # SIGTERM: seconds to let an index retraining that runs aside finish, so the snapshot holds the
+    # retrained index. Without it every start after a bulk import retrains again (1M vectors: about a
+    # minute of both cores) and serves the outgrown index meanwhile. Past it, the current (correct,
+    # outgrown) index is snapshotted. Keep it under the orchestrator's kill deadline.
+    retrain_wait_s: float = 120.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -44,6 +49,9 @@ class ServerConfig:
         for name in ("workers", "max_concurrent_rpcs", "max_message_bytes", "max_batch", "threads", "max_k", "max_items"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("grace_s", "retrain_wait_s", "max_wait_ms"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if self.max_concurrent_rpcs < self.workers:
             # grpc only refuses RPCs above the limit; a limit below the worker count would idle workers.
             self.max_concurrent_rpcs = self.workers

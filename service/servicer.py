@@ -130,6 +130,10 @@ class TribindServicer(pb_grpc.TribindServicer):
         if self.model is not None:
             self.model.close()
         if self.store is not None:
+            # A retrained index is worth keeping: snapshotted, it spares the next start a retraining.
+            if not self.store.wait_for_maintenance(self.config.retrain_wait_s):
+                log.warning("an index retraining was still running after %.0f s (--retrain-wait-s); snapshotting "
+                            "the current index, and the next start retrains again", self.config.retrain_wait_s)
             # Always, not only when this process wrote: after a kill -9 the previous snapshot is behind
             # SQLite, and the next start would replay the difference again.
             self.store.snapshot()

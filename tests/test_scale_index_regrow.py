@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index_helpers import DIM, VERSION, make_cases, unit_vectors  # noqa: E402
@@ -98,3 +99,68 @@ def test_an_index_outgrown_while_it_was_retrained_is_retrained_again(tmp_path, m
         index = store._indexes["xray"]
         assert index.trained_for == 7500 and index.ntotal == 7500
         assert store.search("xray", vectors[7499], k=1).hits[0].case_id == "c7499"
+
+
+def test_server_shutdown_lets_a_retraining_finish_so_the_next_start_does_not_repeat_it(tmp_path, monkeypatch):
+    """SIGTERM path (TribindServicer.close): wait for the retraining aside, then snapshot the retrained index.
+
+    Snapshotting at once (what close did before) kept the outgrown index, and every later start retrained
+    1M vectors again while serving with a worse p99."""
+    from service.config import ServerConfig
+    from service.servicer import TribindServicer
+
+    vectors = unit_vectors(1800, seed=7, clusters=20)
+    policy = IndexPolicy(flat_max_vectors=200, ivf_min_lists=2, regrow_factor=1000.0)
+    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=policy) as store:
+        store.upsert_many(make_cases(vectors[:400]))
+        store.upsert_many(make_cases(vectors[400:], start=400))  # never regrown under this policy
+    release = threading.Event()
+    real_build = store_module.ModalityIndex.build
+
+    def slow_build(policy, dim, ids, vecs):
+        if threading.current_thread().name.startswith("regrow"):
+            assert release.wait(60)
+        return real_build(policy, dim, ids, vecs)
+
+    monkeypatch.setattr(store_module.ModalityIndex, "build", staticmethod(slow_build))
+    servicer = TribindServicer(ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=60))
+    servicer.store = CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY)
+    assert "retraining ivf for 1800 vectors aside" in servicer.store.load_report["xray"]
+    threading.Timer(0.5, release.set).start()  # the retraining ends only after close() has begun
+    servicer.close()
+    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY) as store:
+        assert store.load_report["xray"].startswith("snapshot (+0 added")
+        assert store._indexes["xray"].trained_for == 1800
+
+
+def test_server_shutdown_does_not_wait_past_retrain_wait_s(tmp_path, monkeypatch):
+    from service.config import ServerConfig
+    from service.servicer import TribindServicer
+
+    vectors = unit_vectors(1800, seed=8, clusters=20)
+    policy = IndexPolicy(flat_max_vectors=200, ivf_min_lists=2, regrow_factor=1000.0)
+    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=policy) as store:
+        store.upsert_many(make_cases(vectors[:400]))
+        store.upsert_many(make_cases(vectors[400:], start=400))
+    release = threading.Event()
+    real_build = store_module.ModalityIndex.build
+
+    def stuck_build(policy, dim, ids, vecs):
+        if threading.current_thread().name.startswith("regrow"):
+            release.wait(60)
+        return real_build(policy, dim, ids, vecs)
+
+    monkeypatch.setattr(store_module.ModalityIndex, "build", staticmethod(stuck_build))
+    servicer = TribindServicer(ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=0.3))
+    servicer.store = CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY)
+    assert "retraining ivf for 1800 vectors aside" in servicer.store.load_report["xray"]
+    try:
+        servicer.close()  # returns after ~0.3 s with the current index snapshotted
+    finally:
+        release.set()
+    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY) as store:
+        assert "retraining ivf for 1800 vectors aside" in store.load_report["xray"]  # not kept: retrains again
+        assert store.search("xray", vectors[5], k=1).hits[0].case_id == "c5"
+        assert store.wait_for_maintenance(60)
+    with pytest.raises(ValueError, match="retrain_wait_s"):
+        ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=-1)

@@ -92,6 +92,9 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
     p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     p.add_argument("--grace-s", type=float, default=10.0, help="SIGTERM drain period (default: %(default)s)")
+    p.add_argument("--retrain-wait-s", type=float, default=120.0,
+                   help="SIGTERM: how long an index retraining running aside may take to finish, so that the "
+                        "snapshot keeps it (default: %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.set_defaults(func=run_serve)
 
@@ -291,7 +294,7 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers, max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_message_bytes=int(args.max_message_mb * MIB), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_k=args.max_k, api_keys=ApiKeys(read_write, read_only), tls_cert=args.tls_cert, tls_key=args.tls_key,
-        grace_s=args.grace_s, **({"threads": args.threads} if args.threads else {}),
+        grace_s=args.grace_s, retrain_wait_s=args.retrain_wait_s, **({"threads": args.threads} if args.threads else {}),
     )
     server = TribindServer(config)
     port = server.start()
