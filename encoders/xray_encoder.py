@@ -68,6 +68,23 @@ class XrayEncoder(nn.Module):
         return self.vit(pixels)
 
 
+class ConvStem(nn.Sequential):
+    """The stem's layers, run on CPU batches in chunks of `CPU_CHUNK` images.
+
+    Why: half of the stem's time is memory-bound passes (GELU, GroupNorm) over activations that
+    outgrow the CPU caches past ~8 images of 128 px; measured on the 2-core machine, stem images/s
+    at batch 8 / 32: 912 / 565, and 903 at batch 32 in chunks of 8. Per-image maths (GroupNorm
+    normalises each image on its own), so the output is the same; GPUs get the whole batch.
+    """
+
+    CPU_CHUNK = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.shape[0] <= self.CPU_CHUNK:
+            return super().forward(x)
+        return torch.cat([super(ConvStem, self).forward(part) for part in x.split(self.CPU_CHUNK)])
+
+
 def conv_stem(width: int, patch: int) -> nn.Sequential:
     """[B, 1, S, S] -> [B, width, S / patch, S / patch]: stride-2 3x3 convolutions, channels doubling up
     to `width`, then a 1x1 projection (Xiao et al. 2021). GroupNorm, not BatchNorm: checkpoints store
@@ -81,4 +98,4 @@ def conv_stem(width: int, patch: int) -> nn.Sequential:
                    nn.GroupNorm(min(8, out), out), nn.GELU()]
         previous = out
     layers.append(nn.Conv2d(previous, width, kernel_size=1))
-    return nn.Sequential(*layers)
+    return ConvStem(*layers)

@@ -311,6 +311,11 @@ def test_conv_stem_keeps_the_token_grid_and_refuses_odd_patches(mean_query_bundl
     assert z.shape == (2, mean_query_bundle.config["embed_dim"])
     n = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
     assert captured["xray"][0].shape[-1] == n == model.xray.num_tokens
+    # CPU batches run the stem in chunks: the same numbers as the whole batch at once.
+    stem = model.xray.vit.conv1
+    many = torch.randn(2 * stem.CPU_CHUNK + 3, 1, cfg["image_size"], cfg["image_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(stem(many), torch.nn.Sequential(*stem)(many), rtol=1e-5, atol=1e-6)
     config = resolve_config("test")
     config["xray"].update(stem="conv", image_size=36, patch_size=6)
     with pytest.raises(InvalidInputError, match="power of two"):
