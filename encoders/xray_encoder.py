@@ -80,9 +80,10 @@ class ConvStem(nn.Sequential):
     CPU_CHUNK = 8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        run = super().forward
         if x.device.type != "cpu" or x.shape[0] <= self.CPU_CHUNK:
-            return super().forward(x)
-        return torch.cat([super(ConvStem, self).forward(part) for part in x.split(self.CPU_CHUNK)])
+            return run(x)
+        return torch.cat([run(part) for part in x.split(self.CPU_CHUNK)])
 
 
 def conv_stem(width: int, patch: int) -> nn.Sequential:

@@ -51,7 +51,7 @@ class ServerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("grace_s", "retrain_wait_s", "max_wait_ms"):
             if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_concurrent_rpcs < self.workers:
             # grpc only refuses RPCs above the limit; a limit below the worker count would idle workers.
             self.max_concurrent_rpcs = self.workers

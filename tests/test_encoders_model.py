@@ -346,7 +346,7 @@ def test_ecg_patch_conv_stem_keeps_the_token_grid_and_the_voltage(mean_query_bun
         stem.events[-1].weight.normal_(std=0.1)  # make the branch matter for the checks below
         tokens = stem(signals)
         assert not torch.allclose(tokens, stem.linear(signals), atol=1e-3)
-        # Not scale-invariant (no normalisation): doubling the voltage doubles no LayerNorm away.
+        # No normalisation divides the voltage out: a record at twice the voltage gets other features.
         assert not torch.allclose(stem(2 * signals), tokens, atol=1e-3)
     assert all(p.requires_grad for p in stem.parameters())
     config = resolve_config("test")

@@ -101,31 +101,47 @@ def test_an_index_outgrown_while_it_was_retrained_is_retrained_again(tmp_path, m
         assert store.search("xray", vectors[7499], k=1).hits[0].case_id == "c7499"
 
 
+def _outgrown_library(path: Path, seed: int) -> None:
+    """1,800 vectors in an IVF index trained for 400: reopened under POLICY, it retrains aside."""
+    vectors = unit_vectors(1800, seed=seed, clusters=20)
+    policy = IndexPolicy(flat_max_vectors=200, ivf_min_lists=2, regrow_factor=1000.0)
+    with CaseStore(path, dim=DIM, model_version=VERSION, policy=policy) as store:
+        store.upsert_many(make_cases(vectors[:400]))
+        store.upsert_many(make_cases(vectors[400:], start=400))  # never regrown under this policy
+
+
+def _gated_retraining(monkeypatch) -> threading.Event:
+    """The background retraining waits for the returned event before it builds."""
+    release = threading.Event()
+    real_build = store_module.ModalityIndex.build
+
+    def gated_build(policy, dim, ids, vecs):
+        if threading.current_thread().name.startswith("regrow"):
+            release.wait(60)
+        return real_build(policy, dim, ids, vecs)
+
+    monkeypatch.setattr(store_module.ModalityIndex, "build", staticmethod(gated_build))
+    return release
+
+
+def _serving(path: Path, retrain_wait_s: float):
+    from service.config import ServerConfig
+    from service.servicer import TribindServicer
+
+    servicer = TribindServicer(ServerConfig(data_dir=path, retrain_wait_s=retrain_wait_s))
+    servicer.store = CaseStore(path, dim=DIM, model_version=VERSION, policy=POLICY)
+    assert "retraining ivf for 1800 vectors aside" in servicer.store.load_report["xray"]
+    return servicer
+
+
 def test_server_shutdown_lets_a_retraining_finish_so_the_next_start_does_not_repeat_it(tmp_path, monkeypatch):
     """SIGTERM path (TribindServicer.close): wait for the retraining aside, then snapshot the retrained index.
 
     Snapshotting at once (what close did before) kept the outgrown index, and every later start retrained
     1M vectors again while serving with a worse p99."""
-    from service.config import ServerConfig
-    from service.servicer import TribindServicer
-
-    vectors = unit_vectors(1800, seed=7, clusters=20)
-    policy = IndexPolicy(flat_max_vectors=200, ivf_min_lists=2, regrow_factor=1000.0)
-    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=policy) as store:
-        store.upsert_many(make_cases(vectors[:400]))
-        store.upsert_many(make_cases(vectors[400:], start=400))  # never regrown under this policy
-    release = threading.Event()
-    real_build = store_module.ModalityIndex.build
-
-    def slow_build(policy, dim, ids, vecs):
-        if threading.current_thread().name.startswith("regrow"):
-            assert release.wait(60)
-        return real_build(policy, dim, ids, vecs)
-
-    monkeypatch.setattr(store_module.ModalityIndex, "build", staticmethod(slow_build))
-    servicer = TribindServicer(ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=60))
-    servicer.store = CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY)
-    assert "retraining ivf for 1800 vectors aside" in servicer.store.load_report["xray"]
+    _outgrown_library(tmp_path / "s", seed=7)
+    release = _gated_retraining(monkeypatch)
+    servicer = _serving(tmp_path / "s", retrain_wait_s=60)
     threading.Timer(0.5, release.set).start()  # the retraining ends only after close() has begun
     servicer.close()
     with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY) as store:
@@ -135,32 +151,17 @@ def test_server_shutdown_lets_a_retraining_finish_so_the_next_start_does_not_rep
 
 def test_server_shutdown_does_not_wait_past_retrain_wait_s(tmp_path, monkeypatch):
     from service.config import ServerConfig
-    from service.servicer import TribindServicer
 
-    vectors = unit_vectors(1800, seed=8, clusters=20)
-    policy = IndexPolicy(flat_max_vectors=200, ivf_min_lists=2, regrow_factor=1000.0)
-    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=policy) as store:
-        store.upsert_many(make_cases(vectors[:400]))
-        store.upsert_many(make_cases(vectors[400:], start=400))
-    release = threading.Event()
-    real_build = store_module.ModalityIndex.build
-
-    def stuck_build(policy, dim, ids, vecs):
-        if threading.current_thread().name.startswith("regrow"):
-            release.wait(60)
-        return real_build(policy, dim, ids, vecs)
-
-    monkeypatch.setattr(store_module.ModalityIndex, "build", staticmethod(stuck_build))
-    servicer = TribindServicer(ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=0.3))
-    servicer.store = CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY)
-    assert "retraining ivf for 1800 vectors aside" in servicer.store.load_report["xray"]
+    _outgrown_library(tmp_path / "s", seed=8)
+    release = _gated_retraining(monkeypatch)
+    servicer = _serving(tmp_path / "s", retrain_wait_s=0.3)
     try:
-        servicer.close()  # returns after ~0.3 s with the current index snapshotted
+        servicer.close()  # returns after ~0.3 s with the current (outgrown, correct) index snapshotted
     finally:
         release.set()
     with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=POLICY) as store:
         assert "retraining ivf for 1800 vectors aside" in store.load_report["xray"]  # not kept: retrains again
-        assert store.search("xray", vectors[5], k=1).hits[0].case_id == "c5"
+        assert store.search("xray", unit_vectors(1800, seed=8, clusters=20)[5], k=1).hits[0].case_id == "c5"
         assert store.wait_for_maintenance(60)
     with pytest.raises(ValueError, match="retrain_wait_s"):
         ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=-1)

@@ -15,6 +15,7 @@ patient in atrial fibrillation is a normal film. Scored against case-level truth
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,7 @@ class LabelSet:
         return tuple(label for label in self.labels
                      if label.applies_to(modality) and (include_both or label.modality != "both"))
 
-    def truth_in(self, label: Label, case_labels: "set[str] | frozenset[str] | tuple[str, ...]",
-                 modality: str) -> bool:
+    def truth_in(self, label: Label, case_labels: Collection[str], modality: str) -> bool:
         """Is `label` true of a case as seen in `modality`? A no-finding label: none of the labels that
         `modality` shows is on the case; any other label: it is on the case."""
         if not label.no_finding:
