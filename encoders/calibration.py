@@ -8,15 +8,24 @@ per modality, `p = sigmoid(a * margin + b)` with `a >= 0`, fitted on labelled ca
 per-label AUROC (`tribind eval`) is unchanged by it; only the ranking *across* labels and the
 probabilities themselves change.
 
+Method "stacked" (the default of `tribind calibrate` since format 2) adds to each label's map
+weights on the margins of the *other* labels of the same set and modality:
+`p = sigmoid(a * margin + sum_k w_k * margin_k + b)`, still with `a >= 0`. Why: the tiny model's
+margins are correlated where findings look alike (an effusion raises the atelectasis and
+consolidation margins too), and a per-label map cannot undo that; a label's probability that also
+reads its look-alikes can. It is no longer monotone in the label's own margin alone, so per-label
+AUROC can change (the summary reports it before and after, on held-out cases).
+
 A calibration belongs to one model_version: a file fitted for other weights is ignored with a warning
 (margins of another model mean nothing to it), never applied.
 
-File layout (`FORMAT` 1):
+File layout (`FORMAT` 2; format 1 files, Platt maps only, are still read):
 
-    {"format": 1, "method": "platt", "model_version": "tiny-0123...",
+    {"format": 2, "method": "stacked", "model_version": "tiny-0123...",
      "fitted_on": {"phantom": {"data": "phantom", "seed": 4242, "cases": 1500, "holdout": 0.3}},
      "label_sets": {"phantom": {"xray": {"cardiomegaly": {"a": 31.2, "b": -2.1, "positives": 310,
-                                                           "negatives": 740}, ...},
+                                                           "negatives": 740,
+                                                           "cross": {"pulmonary_edema": -3.4, ...}}, ...},
                                 "ecg": {...}}}}
 """
 
@@ -37,21 +46,24 @@ from encoders.errors import InvalidInputError
 log = logging.getLogger("tribind.calibration")
 
 CALIBRATION_FILE = "calibration.json"
-FORMAT = 1
+FORMAT = 2
+READABLE = {1: ("platt",), 2: ("platt", "stacked")}
 MODALITIES = ("xray", "ecg", "text")
 
 
 @dataclass(frozen=True)
 class PlattMap:
-    """p = sigmoid(a * margin + b); margin = cos(positive ensemble) - cos(negative ensemble)."""
+    """p = sigmoid(a * margin + sum_k cross[k] * margin_k + b); margin = cos(positive ensemble) -
+    cos(negative ensemble); margin_k: the margins of other labels of the same set and modality."""
 
     a: float
     b: float
     positives: int
     negatives: int
+    cross: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.a) and math.isfinite(self.b)):
+        if not (math.isfinite(self.a) and math.isfinite(self.b) and all(map(math.isfinite, self.cross.values()))):
             raise InvalidInputError("calibration", f"a={self.a}, b={self.b} must be finite numbers; refit with "
                                                    "`tribind calibrate`")
         # A negative slope would reverse the label's own ranking of cases: refuse rather than apply it.
@@ -60,7 +72,10 @@ class PlattMap:
                                                    "increasing, refit with `tribind calibrate`")
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "positives": self.positives, "negatives": self.negatives}
+        out = {"a": self.a, "b": self.b, "positives": self.positives, "negatives": self.negatives}
+        if self.cross:
+            out["cross"] = dict(self.cross)
+        return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -84,13 +99,15 @@ class Calibration:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Calibration":
-        if data.get("format") != FORMAT or data.get("method") != "platt":
+        if data.get("method") not in READABLE.get(data.get("format"), ()):
             raise InvalidInputError("calibration", f"format {data.get('format')!r} / method {data.get('method')!r} "
-                                                   f"is not format {FORMAT} platt; refit with `tribind calibrate`")
+                                                   f"is not one this version reads ({READABLE}); refit with "
+                                                   "`tribind calibrate`")
         try:
             sets = {
                 str(name): {str(m): {str(label): PlattMap(float(p["a"]), float(p["b"]), int(p["positives"]),
-                                                          int(p["negatives"]))
+                                                          int(p["negatives"]),
+                                                          {str(k): float(w) for k, w in (p.get("cross") or {}).items()})
                                      for label, p in labels.items()}
                             for m, labels in modalities.items()}
                 for name, modalities in data["label_sets"].items()
@@ -98,7 +115,8 @@ class Calibration:
             version = str(data["model_version"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidInputError("calibration", f"malformed file ({exc!r}); refit with `tribind calibrate`") from None
-        return cls(model_version=version, label_sets=sets, fitted_on=dict(data.get("fitted_on") or {}))
+        return cls(model_version=version, label_sets=sets, method=str(data["method"]),
+                   fitted_on=dict(data.get("fitted_on") or {}))
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path, model_version: str | None = None) -> "Calibration | None":
@@ -131,9 +149,12 @@ class Calibration:
     # -- applying ---------------------------------------------------------------------------------
 
     def covers(self, label_set: str, modality: str, label_ids: Sequence[str]) -> bool:
-        """True when every label of `label_ids` has a map for this label set and modality."""
+        """True when every label of `label_ids` has a map for this label set and modality, and every
+        label those maps read (stacked) is among `label_ids`."""
         fitted = self.label_sets.get(label_set, {}).get(modality, {})
-        return bool(label_ids) and all(label in fitted for label in label_ids)
+        given = set(label_ids)
+        return bool(label_ids) and all(label in fitted and given.issuperset(fitted[label].cross)
+                                       for label in label_ids)
 
     def apply(self, label_ids: Sequence[str], modality: str, margins: np.ndarray,
               label_set: str | None = None) -> np.ndarray:
@@ -153,9 +174,19 @@ class Calibration:
         if missing:
             raise InvalidInputError("label_ids", f"{', '.join(missing)} not calibrated for {modality} in label set "
                                                  f"{name!r}; refit with `tribind calibrate --label-set {name}`")
-        a = np.array([fitted[label].a for label in label_ids])
+        column = {label: k for k, label in enumerate(label_ids)}
+        unread = sorted({other for label in label_ids for other in fitted[label].cross if other not in column})
+        if unread:
+            raise InvalidInputError("label_ids", f"the {modality} maps of label set {name!r} also read the margins of "
+                                                 f"{', '.join(unread)}; pass every label of the set visible in {modality}")
+        # [K, K] weights: row j = label j's map over all margins (its own slope on the diagonal).
+        weights = np.zeros((len(label_ids), len(label_ids)))
+        for j, label in enumerate(label_ids):
+            weights[j, j] = fitted[label].a
+            for other, w in fitted[label].cross.items():
+                weights[j, column[other]] += w
         b = np.array([fitted[label].b for label in label_ids])
-        return _sigmoid(a * margins + b)
+        return _sigmoid(margins @ weights.T + b)
 
     def _label_set_name(self, label_set: str | None) -> str:
         if label_set is None:
@@ -170,8 +201,11 @@ class Calibration:
     # -- writing ----------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
+        stacked = any(p.cross for modalities in self.label_sets.values() for labels in modalities.values()
+                      for p in labels.values())
         return {
-            "format": FORMAT, "method": self.method, "model_version": self.model_version, "fitted_on": self.fitted_on,
+            "format": FORMAT, "method": "stacked" if stacked else "platt", "model_version": self.model_version,
+            "fitted_on": self.fitted_on,
             "label_sets": {name: {m: {label: p.to_json() for label, p in labels.items()}
                                   for m, labels in modalities.items()}
                            for name, modalities in self.label_sets.items()},

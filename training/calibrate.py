@@ -1,4 +1,13 @@
-"""Fit per-label Platt maps of zero-shot margins on labelled phantom cases (`tribind calibrate`).
+"""Fit per-label maps of zero-shot margins on labelled phantom cases (`tribind calibrate`).
+
+Two methods (encoders/calibration.py): "platt", one map per label of its own margin, and "stacked"
+(the default), the same logistic regression over the margins of every label of the set visible in
+the modality, with the label's own slope kept >= 0. Stacking lets a label's probability read its
+look-alikes: on the bundled checkpoint it raised held-out X-ray AUROC for every label (left effusion
+0.905 -> 0.974, consolidation 0.965 -> 0.997, pneumothorax 0.768 -> 0.832) and doubled the films of
+seed 99 whose effusion Classify ranks in its top 2 (README.md, Calibrated label probabilities).
+Below, the Platt description holds for both; the stacked fit standardises every margin and puts the
+same L2 penalty on every slope.
 
 For every label of a label set and every modality it can be read off, the margin
 `cos(case, positive ensemble) - cos(case, negative ensemble)` (the quantity `service/labels.py`
@@ -87,6 +96,51 @@ def fit_platt(margins: np.ndarray, truth: np.ndarray, l2: float = DEFAULT_L2, ma
     return PlattMap(slope / sd, intercept - slope * mu / sd, n_pos, n_neg)
 
 
+def fit_stacked(margins: np.ndarray, truth: np.ndarray, label_ids: Sequence[str], own: int,
+                l2: float = DEFAULT_L2, max_iter: int = 100) -> PlattMap:
+    """Label `own`'s map over all margins [N, K] (columns in `label_ids` order); truth [N] bool.
+
+    The same prior-corrected targets and L2 penalty (on standardised margins) as `fit_platt`; when
+    the fit gives the label's own margin a negative weight, the label keeps its Platt map instead, so
+    a higher own margin never lowers its probability.
+    """
+    x = np.asarray(margins, dtype=np.float64)
+    y = np.asarray(truth, dtype=bool).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.size or x.shape[1] != len(label_ids) or y.size == 0:
+        raise InvalidInputError("margins", f"margins {x.shape} and {y.size} truth values; give [N, {len(label_ids)}] "
+                                           "margins and one truth value per case")
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError("margins", "contain NaN or infinity; check the embeddings")
+    platt = fit_platt(x[:, own], y, l2, max_iter)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    if n_pos == 0 or n_neg == 0 or sd[own] < 1e-12:
+        return platt
+    keep = sd >= 1e-12   # a constant margin carries nothing (and cannot be standardised)
+    z = (x[:, keep] - mu[keep]) / sd[keep]
+    target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    k = z.shape[1]
+    design = np.hstack([z, np.ones((y.size, 1))])
+    penalty = np.diag([l2] * k + [1e-12])  # the intercept is not shrunk
+    w = np.zeros(k + 1)
+    w[-1] = math.log((n_pos + 1.0) / (n_neg + 1.0))
+    for _ in range(max_iter):  # Newton: strictly convex with the penalty
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        grad = design.T @ (p - target) + penalty @ w
+        hess = (design * (p * (1.0 - p))[:, None]).T @ design + penalty
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    slopes = np.zeros(len(label_ids))
+    slopes[keep] = w[:k] / sd[keep]
+    if slopes[own] <= 0:
+        return platt
+    intercept = float(w[-1] - slopes[keep] @ mu[keep])
+    cross = {label: float(slopes[i]) for i, label in enumerate(label_ids) if i != own and slopes[i] != 0.0}
+    return PlattMap(float(slopes[own]), intercept, n_pos, n_neg, cross)
+
+
 def brier(prob: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean((np.asarray(prob, dtype=np.float64) - np.asarray(truth, dtype=np.float64)) ** 2))
 
@@ -168,11 +222,17 @@ def collect_margins(bundle: ModelBundle, labelset: LabelSet, data: CaseTensors,
     return out
 
 
+METHODS = ("stacked", "platt")
+
+
 def calibrate(bundle: ModelBundle, labelset: LabelSet, margins: dict[str, Margins], *, seed: int,
-              holdout: float = DEFAULT_HOLDOUT, l2: float = DEFAULT_L2) -> tuple[Calibration, dict[str, Any]]:
+              holdout: float = DEFAULT_HOLDOUT, l2: float = DEFAULT_L2,
+              method: str = "stacked") -> tuple[Calibration, dict[str, Any]]:
     """Fit on a seeded (1 - holdout) share of each modality's cases; report figures on the rest."""
     if not 0.0 < holdout < 1.0:
         raise InvalidInputError("holdout", f"got {holdout}; use a fraction strictly between 0 and 1")
+    if method not in METHODS:
+        raise InvalidInputError("method", f"got {method!r}; use one of {', '.join(METHODS)}")
     scale = float(bundle.model.scale().detach())
     rng = np.random.default_rng(seed)
     fitted: dict[str, dict[str, PlattMap]] = {}
@@ -182,10 +242,14 @@ def calibrate(bundle: ModelBundle, labelset: LabelSet, margins: dict[str, Margin
         held = np.zeros(n, dtype=bool)
         held[rng.permutation(n)[: int(round(n * holdout))]] = True
         fit_rows, test_rows = ~held, held
-        maps = {label: fit_platt(m.margins[fit_rows, j], m.truth[fit_rows, j], l2)
-                for j, label in enumerate(m.label_ids)}
+        if method == "stacked":
+            maps = {label: fit_stacked(m.margins[fit_rows], m.truth[fit_rows, j], m.label_ids, j, l2)
+                    for j, label in enumerate(m.label_ids)}
+        else:
+            maps = {label: fit_platt(m.margins[fit_rows, j], m.truth[fit_rows, j], l2)
+                    for j, label in enumerate(m.label_ids)}
         fitted[modality] = maps
-        calibration = Calibration(bundle.model_version, {labelset.name: {modality: maps}})
+        calibration = Calibration(bundle.model_version, {labelset.name: {modality: maps}}, method=method)
         raw = 1.0 / (1.0 + np.exp(-scale * m.margins[test_rows]))
         cal = calibration.apply(m.label_ids, modality, m.margins[test_rows], labelset.name)
         truth = m.truth[test_rows]
@@ -196,11 +260,12 @@ def calibrate(bundle: ModelBundle, labelset: LabelSet, margins: dict[str, Margin
                 "negatives": maps[label].negatives, "heldout_positives": int(truth[:, j].sum()),
                 "brier": {"before": brier(raw[:, j], truth[:, j]), "after": brier(cal[:, j], truth[:, j])},
                 "ece": {"before": ece(raw[:, j], truth[:, j]), "after": ece(cal[:, j], truth[:, j])},
-                # the same before and after (monotone map): how far calibration can help this label
-                "auroc": auroc(truth[:, j], m.margins[test_rows, j]),
+                # Platt maps are monotone: AUROC is the same after; stacked maps read other labels too.
+                "auroc": {"before": auroc(truth[:, j], m.margins[test_rows, j]), "after": auroc(truth[:, j], cal[:, j])},
+                **({"cross": dict(maps[label].cross)} if maps[label].cross else {}),
                 f"top{TOP_K}_rate": {"before": top_raw[j], "after": top_cal[j]},
             }
             for j, label in enumerate(m.label_ids)
         }}
-    result = Calibration(bundle.model_version, {labelset.name: fitted})
+    result = Calibration(bundle.model_version, {labelset.name: fitted}, method=method)
     return result, summary

@@ -10,9 +10,11 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate", help="fit per-label calibrated probabilities for Classify (writes calibration.json)",
-        description="Embed labelled phantom cases, fit a Platt map of the zero-shot margin per label and "
-                    "modality, and write calibration.json into the checkpoint folder. Prints a JSON summary "
-                    "with, per label, the Brier score, ECE and top-2 rate before/after on held-out cases.",
+        description="Embed labelled phantom cases, fit a probability map of the zero-shot margins per label and "
+                    "modality (stacked: over the margins of every label of the set visible in the modality; "
+                    "platt: of the label's own margin), and write calibration.json into the checkpoint folder. "
+                    "Prints a JSON summary with, per label, the Brier score, ECE, AUROC and top-2 rate "
+                    "before/after on held-out cases.",
     )
     p.add_argument("--checkpoint", default="default", help="checkpoint folder or 'default' (the bundled one)")
     p.add_argument("--data", default="phantom", choices=["phantom"],
@@ -24,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.3,
                    help="share of the cases kept out of the fit to measure Brier/ECE (default 0.3)")
     p.add_argument("--modalities", default="xray,ecg,text", help="comma-separated subset of xray,ecg,text")
+    p.add_argument("--method", default="stacked", choices=["stacked", "platt"],
+                   help="stacked: each label's map also reads its look-alikes' margins (default); platt: its own "
+                        "margin only (monotone, per-label AUROC unchanged)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the prepared phantom cases here (they depend on the preset's input sizes, not on "
                         "the weights): refitting after retraining skips generating them again")
@@ -63,7 +68,8 @@ def _run(args: argparse.Namespace) -> dict:
     labelset = load_labelset(args.label_set)
     data = prepared_cases(bundle, args.cases, args.seed, args.cache)
     margins = collect_margins(bundle, labelset, data, modalities)
-    fitted, summary = calibrate(bundle, labelset, margins, seed=args.seed, holdout=args.holdout)
+    fitted, summary = calibrate(bundle, labelset, margins, seed=args.seed, holdout=args.holdout,
+                                method=args.method)
     fitted.fitted_on = {labelset.name: {"data": args.data, "seed": args.seed, "cases": args.cases,
                                         "holdout": args.holdout}}
     # Keep the other label sets of a file fitted for these same weights; a stale file is replaced.
@@ -76,4 +82,4 @@ def _run(args: argparse.Namespace) -> dict:
                     fitted.fitted_on[name] = existing.fitted_on[name]
     path = fitted.save(args.checkpoint)
     return {"calibration": str(path), "model_version": bundle.model_version, "label_set": labelset.name,
-            "data": args.data, "seed": args.seed, "cases": args.cases, "modalities": summary}
+            "data": args.data, "seed": args.seed, "cases": args.cases, "method": args.method, "modalities": summary}
