@@ -13,8 +13,9 @@ weights on the margins of the *other* labels of the same set and modality:
 `p = sigmoid(a * margin + sum_k w_k * margin_k + b)`, still with `a >= 0`. Why: the tiny model's
 margins are correlated where findings look alike (an effusion raises the atelectasis and
 consolidation margins too), and a per-label map cannot undo that; a label's probability that also
-reads its look-alikes can. It is no longer monotone in the label's own margin alone, so per-label
-AUROC can change (the summary reports it before and after, on held-out cases).
+reads its look-alikes can. A case's probability then depends on the other margins too (it still
+rises with the label's own), so per-label AUROC can change: the summary reports it before and
+after, on held-out cases.
 
 A calibration belongs to one model_version: a file fitted for other weights is ignored with a warning
 (margins of another model mean nothing to it), never applied.
