@@ -260,11 +260,7 @@ class TribindClient:
         if len(given) != 1:
             raise ValueError(f"give exactly one target: label, text or other (got {', '.join(given) or 'none'})")
         request = pb.ExplainRequest()
-        if isinstance(subject, pb.Item):
-            request.item.CopyFrom(subject)
-        elif isinstance(subject, pb.CaseRef):
-            request.case_ref.CopyFrom(subject)
-        else:
+        if not _set_item_or_case(request, subject):
             raise TypeError(f"cannot explain a {type(subject).__name__}; use an Item or a CaseRef")
         target = request.target
         target.label_set = label_set
@@ -273,11 +269,7 @@ class TribindClient:
             target.label = label
         elif text is not None:
             target.text = text
-        elif isinstance(other, pb.Item):
-            target.item.CopyFrom(other)
-        elif isinstance(other, pb.CaseRef):
-            target.case_ref.CopyFrom(other)
-        else:
+        elif not _set_item_or_case(target, other):
             raise TypeError(f"cannot explain against a {type(other).__name__}; use an Item or a CaseRef")
         if options is not None:
             request.options.CopyFrom(options.to_pb())
@@ -311,12 +303,21 @@ def _set_explain(request: pb.SearchRequest | pb.ClassifyRequest, explain: bool |
         request.explain = bool(explain)
 
 
+def _set_item_or_case(message: Any, value: Any) -> bool:
+    """Put an Item or a CaseRef into `message`'s `item` / `case_ref` oneof; False for anything else."""
+    if isinstance(value, pb.Item):
+        message.item.CopyFrom(value)
+    elif isinstance(value, pb.CaseRef):
+        message.case_ref.CopyFrom(value)
+    else:
+        return False
+    return True
+
+
 def _set_query(request: pb.SearchRequest | pb.ClassifyRequest, query: pb.Item | pb.CaseRef | pb.Vector) -> None:
-    if isinstance(query, pb.Item):
-        request.item.CopyFrom(query)
-    elif isinstance(query, pb.CaseRef):
-        request.case_ref.CopyFrom(query)
-    elif isinstance(query, pb.Vector) and isinstance(request, pb.SearchRequest):
+    if _set_item_or_case(request, query):
+        return
+    if isinstance(query, pb.Vector) and isinstance(request, pb.SearchRequest):
         request.vector.CopyFrom(query)
     else:
         raise TypeError(f"cannot query with a {type(query).__name__}; use an Item, a CaseRef or (Search only) a Vector")

@@ -81,17 +81,6 @@ def parse_options(options: pb.ExplainOptions, field: str, evidence_refusal: str 
     return ExplainSettings(method, bool(options.include_png), k)
 
 
-def label_ids(label_set: LabelSet, label: str) -> tuple[str, ...]:
-    """The ids `label` names in `label_set`, by the rule of `encoders.explain.label_target`: the id itself
-    (any case, spaces or hyphens for underscores), else every id it is the start of ("pleural effusion"
-    -> pleural_effusion_left, pleural_effusion_right). Empty when it names none."""
-    key = label.strip().lower().replace(" ", "_").replace("-", "_")
-    if not key:
-        return ()
-    exact = tuple(lab.id for lab in label_set.labels if lab.id.lower() == key)
-    return exact or tuple(lab.id for lab in label_set.labels if lab.id.lower().startswith(key))
-
-
 @dataclass
 class Side:
     """One side of a score: its vector and, when its raw input is available, the item to explain."""
@@ -157,7 +146,8 @@ class Explainer:
             raise invalid("target.label_set",
                           f"unknown label set {name!r}; use one of {', '.join(self._labels.names())}")
         label_set = self._labels.builtin(name)
-        ids = label_ids(label_set, target.label)
+        # The same rule as encoders.explain.label_target, so the ids are the labels it pools.
+        ids = tuple(label.id for label in label_set.matching(target.label))
         if not ids:
             raise invalid("target.label", f"{target.label!r} is not a label of {name!r} (valid: "
                                           f"{', '.join(label_set.ids)}); for free text use target.text")

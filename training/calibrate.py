@@ -112,11 +112,10 @@ def fit_stacked(margins: np.ndarray, truth: np.ndarray, label_ids: Sequence[str]
                                            "margins and one truth value per case")
     if not np.all(np.isfinite(x)):
         raise InvalidInputError("margins", "contain NaN or infinity; check the embeddings")
-    platt = fit_platt(x[:, own], y, l2, max_iter)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     mu, sd = x.mean(axis=0), x.std(axis=0)
     if n_pos == 0 or n_neg == 0 or sd[own] < 1e-12:
-        return platt
+        return fit_platt(x[:, own], y, l2, max_iter)
     keep = sd >= 1e-12   # a constant margin carries nothing (and cannot be standardised)
     z = (x[:, keep] - mu[keep]) / sd[keep]
     target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
@@ -136,7 +135,7 @@ def fit_stacked(margins: np.ndarray, truth: np.ndarray, label_ids: Sequence[str]
     slopes = np.zeros(len(label_ids))
     slopes[keep] = w[:k] / sd[keep]
     if slopes[own] <= 0:
-        return platt
+        return fit_platt(x[:, own], y, l2, max_iter)
     intercept = float(w[-1] - slopes[keep] @ mu[keep])
     cross = {label: float(slopes[i]) for i, label in enumerate(label_ids) if i != own and slopes[i] != 0.0}
     return PlattMap(float(slopes[own]), intercept, n_pos, n_neg, cross)

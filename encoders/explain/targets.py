@@ -35,11 +35,7 @@ def label_target(bundle, label: str, labelset: str = "phantom", contrast: bool =
     from encoders.labelsets import load_labelset
     from encoders.zero_shot import embed_texts
 
-    labels = load_labelset(labelset)
-    key = label.strip().lower().replace(" ", "_").replace("-", "_")
-    chosen = [lab for lab in labels.labels if lab.id.lower() == key]
-    if not chosen:
-        chosen = [lab for lab in labels.labels if lab.id.lower().startswith(key)]
+    chosen = load_labelset(labelset).matching(label)
     if not chosen:
         return text_target(bundle, label)
     ids = "+".join(lab.id for lab in chosen)

@@ -61,6 +61,16 @@ class LabelSet:
             return label.id in case_labels
         return not any(other.id in case_labels for other in self.for_modality(modality) if not other.no_finding)
 
+    def matching(self, name: str) -> tuple[Label, ...]:
+        """The labels `name` names, forgiving about spelling: the id itself (any case, spaces or hyphens
+        for underscores), else every id it is the start of ("pleural effusion" -> pleural_effusion_left,
+        pleural_effusion_right). Empty when it names none (an empty name names none)."""
+        key = name.strip().lower().replace(" ", "_").replace("-", "_")
+        if not key:
+            return ()
+        exact = tuple(label for label in self.labels if label.id.lower() == key)
+        return exact or tuple(label for label in self.labels if label.id.lower().startswith(key))
+
     def get(self, label_id: str) -> Label:
         for label in self.labels:
             if label.id == label_id:
