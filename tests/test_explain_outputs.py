@@ -121,6 +121,37 @@ def test_eval_explain_reports_every_figure(capsys):
     assert set(result["random_init"]["pointing"]) == set(result["pointing"])
 
 
+def test_pointing_rules_work_at_the_maps_resolution():
+    from types import SimpleNamespace
+
+    from training.explain_eval import _summarise, _Tally
+
+    tally = _Tally()
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[14:18, :] = True                     # a thin band across rows 14-17: patch rows 1 (8-15) and 2 (16-23)
+    grid = np.zeros((4, 4))
+    grid[1, 3] = 1.0                          # the patch covering rows 8-15: holds the band, centre (12) outside it
+    tally.point_xray("atelectasis", mask, grid)
+    grid = np.zeros((4, 4))
+    grid[3, 0] = 1.0                          # rows 24-31: no band
+    tally.point_xray("atelectasis", mask, grid)
+    assert tally.hits["atelectasis"] == [True, False]
+    assert tally.baselines["atelectasis"] == [0.5, 0.5]   # 8 of 16 patches hold part of the band
+    assert tally.centre_hits["atelectasis"] == [False, False]
+    assert tally.centre_baselines["atelectasis"] == [0.125, 0.125]
+    # ECG: window 2 of 4 (1.0-1.5 s) overlaps the PR interval; the lead picked by the cell game is V1 (not II).
+    relevance = np.zeros((12, 4))
+    relevance[6, 2] = 1.0
+    explanation = SimpleNamespace(relevance=relevance, heatmap=relevance.sum(0), window_s=0.5, time_offset_s=0.0,
+                                  lead_names=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"))
+    truth = {"intervals_s": [[1.1, 1.3]], "leads": ["II"]}
+    tally.point_ecg("first_degree_av_block", truth, explanation, np.ones(12, dtype=bool))
+    assert tally.hits["first_degree_av_block"] == [True] and tally.baselines["first_degree_av_block"] == [0.25]
+    assert tally.cell_hits["first_degree_av_block"] == [False]
+    summary = _summarise(tally.hits, tally.baselines)
+    assert summary["atelectasis"]["hit_rate"] == 0.5 and summary["macro"] == 0.75
+
+
 def test_real_records_explain_and_draw(bundle, shared_data):
     """A PTB-XL record (100 Hz, 10 s, WFDB) and an NIH ChestX-ray14 thumbnail (RGBA PNG, 64 x 64)."""
     record = shared_data / "ptbxl" / "records500" / "00000" / "00001_hr"
