@@ -76,6 +76,9 @@ def validate_config(config: dict[str, Any]) -> None:
     if ecg_stem not in ("patch", "patch_conv"):
         raise InvalidInputError("config.ecg.stem", f"got {ecg_stem!r}; use 'patch' (one strided convolution per "
                                 "time patch) or 'patch_conv' (that plus a convolutional event branch, same token grid)")
+    if not isinstance(ecg.get("rhythm_token", False), bool):
+        raise InvalidInputError("config.ecg.rhythm_token", f"got {ecg['rhythm_token']!r}; use true (a token from the "
+                                "record's spectrum after the time tokens) or false")
     n_samples = int(round(ecg["sample_rate"] * ecg["seconds"]))
     if n_samples % ecg["patch_samples"]:
         raise InvalidInputError("config.ecg.patch_samples", "must divide sample_rate * seconds exactly")

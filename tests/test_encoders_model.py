@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -353,3 +354,61 @@ def test_ecg_patch_conv_stem_keeps_the_token_grid_and_the_voltage(mean_query_bun
     config["ecg"]["stem"] = "wavelet"
     with pytest.raises(InvalidInputError, match="config.ecg.stem"):
         create_model(config)
+
+
+def _pulse_train(n_samples: int, sample_rate: float, bpm: float, phase_s: float = 0.0) -> torch.Tensor:
+    """[12, n_samples]: a narrow spike per beat in every lead, a crude ECG whose only content is its rate."""
+    t = torch.arange(n_samples) / sample_rate
+    rr = 60.0 / bpm
+    beat = torch.exp(-0.5 * (((t - phase_s) % rr) / 0.02) ** 2)
+    return beat.expand(12, -1).clone()
+
+
+def test_ecg_rhythm_token_reads_rate_from_the_whole_record_and_ignores_absent_leads():
+    config = resolve_config("test")
+    config["ecg"]["rhythm_token"] = True
+    torch.manual_seed(0)
+    model = create_model(config).model.eval()
+    ecg = model.ecg
+    cfg = config["ecg"]
+    n_samples, rate = int(cfg["sample_rate"] * cfg["seconds"]), float(cfg["sample_rate"])
+    assert ecg.num_tokens == n_samples // cfg["patch_samples"] + 2
+    slow, fast = _pulse_train(n_samples, rate, 60.0), _pulse_train(n_samples, rate, 150.0)
+    everything = torch.ones(1, 12, dtype=torch.bool)
+    with torch.no_grad():
+        token = ecg.rhythm(slow[None], everything)
+        # Same rhythm, other moment: the amplitude spectrum does not care where the beats fall.
+        torch.testing.assert_close(ecg.rhythm(slow.roll(7, dims=-1)[None], everything), token, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(ecg.rhythm(fast[None], everything), token, atol=1e-2)
+        # An absent lead is left out of the mean instead of counting as a flat one.
+        some = everything.clone()
+        some[0, 6:] = False
+        noisy = slow.clone()
+        noisy[6:] = torch.randn(6, n_samples)
+        torch.testing.assert_close(ecg.rhythm(noisy[None], some), token, atol=1e-5, rtol=1e-5)
+        # The token reaches the embedding, and the captured attention has one more column for it.
+        with model.capture_attention() as captured:
+            z_slow = model.encode_ecg(slow[None], everything)
+        assert captured["ecg"][0].shape[-1] == ecg.num_tokens
+        assert not torch.allclose(model.encode_ecg(fast[None], everything), z_slow, atol=1e-3)
+    config["ecg"]["rhythm_token"] = "yes"
+    with pytest.raises(InvalidInputError, match="config.ecg.rhythm_token"):
+        create_model(config)
+
+
+def test_ecg_explanations_skip_the_rhythm_token():
+    from encoders.explain import explain, label_target
+    from encoders.explain.items import Item
+
+    config = resolve_config("test")
+    config["ecg"]["rhythm_token"] = True
+    torch.manual_seed(0)
+    bundle = create_model(config)
+    cfg = config["ecg"]
+    n_samples = int(cfg["sample_rate"] * cfg["seconds"])
+    signals = _pulse_train(n_samples, float(cfg["sample_rate"]), 80.0) * 0.5
+    item = Item("ecg", {"signals": signals, "lead_mask": torch.ones(12, dtype=torch.bool)})
+    for method in ("chefer", "rollout"):
+        explanation = explain(bundle, item, label_target(bundle, "atrial fibrillation"), method=method)
+        assert explanation.relevance.shape == (12, n_samples // cfg["patch_samples"])
+        assert np.isfinite(explanation.relevance).all()

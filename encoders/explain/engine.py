@@ -212,9 +212,10 @@ def _explain_ecg(bundle, items: Sequence[Item], targets: torch.Tensor, method: s
     scores, relevance, grads = _scores_and_relevance(
         model, "ecg", lambda: model.encode_ecg(signals, lead_mask), targets, method,
         extra_inputs=[signals] if method == "chefer" else [])
-    time_relevance = cls_readout(relevance)                      # [B, W]
+    windows = model.ecg.n_patches
+    # Time tokens only: a rhythm token (after them) has no place on the time axis.
+    time_relevance = cls_readout(relevance)[:, :windows]        # [B, W]
     patch = model.ecg.patch
-    windows = time_relevance.shape[1]
     x = signals.detach()[..., : windows * patch]
     if method == "chefer":
         evidence = (grads[0][..., : windows * patch] * x).reshape(*x.shape[:2], windows, patch).sum(-1).clamp(min=0)
