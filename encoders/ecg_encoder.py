@@ -200,7 +200,10 @@ class EcgRhythmToken(nn.Module):
         # fp32 even under autocast: bf16 keeps 8 bits of mantissa, too few for a 1000-term sum.
         with torch.autocast(device_type=signals.device.type, enabled=False):
             parts = signals.float() @ self.dft                     # [B, 12, 2 * bins], mV per bin
-            spectrum = torch.sqrt(parts[..., : self.n_bins] ** 2 + parts[..., self.n_bins:] ** 2)
+            power = parts[..., : self.n_bins] ** 2 + parts[..., self.n_bins:] ** 2
+            # log|X| as 0.5 * log(|X|^2) above the floor: no sqrt at 0, whose gradient (inf * 0) would
+            # put NaN into input-gradient explanations of records with an absent (zeroed) lead.
+            log_amplitude = 0.5 * power.clamp_min(self.FLOOR_MV ** 2).log()
             weights = present.float().unsqueeze(-1)
-            mean = (spectrum.clamp_min(self.FLOOR_MV).log() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+            mean = (log_amplitude * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.mlp(self.norm(mean))

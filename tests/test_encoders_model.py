@@ -391,6 +391,12 @@ def test_ecg_rhythm_token_reads_rate_from_the_whole_record_and_ignores_absent_le
             z_slow = model.encode_ecg(slow[None], everything)
         assert captured["ecg"][0].shape[-1] == ecg.num_tokens
         assert not torch.allclose(model.encode_ecg(fast[None], everything), z_slow, atol=1e-3)
+    # A recorded but flat lead has a zero spectrum; input gradients (explanations) must stay finite there.
+    flat = slow.clone()
+    flat[7] = 0.0
+    flat.requires_grad_(True)
+    ecg.rhythm(flat[None], everything).sum().backward()
+    assert torch.isfinite(flat.grad).all()
     config["ecg"]["rhythm_token"] = "yes"
     with pytest.raises(InvalidInputError, match="config.ecg.rhythm_token"):
         create_model(config)
@@ -407,8 +413,11 @@ def test_ecg_explanations_skip_the_rhythm_token():
     cfg = config["ecg"]
     n_samples = int(cfg["sample_rate"] * cfg["seconds"])
     signals = _pulse_train(n_samples, float(cfg["sample_rate"]), 80.0) * 0.5
-    item = Item("ecg", {"signals": signals, "lead_mask": torch.ones(12, dtype=torch.bool)})
-    for method in ("chefer", "rollout"):
-        explanation = explain(bundle, item, label_target(bundle, "atrial fibrillation"), method=method)
-        assert explanation.relevance.shape == (12, n_samples // cfg["patch_samples"])
-        assert np.isfinite(explanation.relevance).all()
+    some = torch.ones(12, dtype=torch.bool)
+    some[3:6] = False
+    for mask in (torch.ones(12, dtype=torch.bool), some):
+        item = Item("ecg", {"signals": signals, "lead_mask": mask})
+        for method in ("chefer", "rollout"):
+            explanation = explain(bundle, item, label_target(bundle, "atrial fibrillation"), method=method)
+            assert explanation.relevance.shape == (12, n_samples // cfg["patch_samples"])
+            assert np.isfinite(explanation.relevance).all()
