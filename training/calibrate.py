@@ -3,10 +3,10 @@
 Two methods (encoders/calibration.py): "platt", one map per label of its own margin, and "stacked"
 (the default), the same logistic regression over the margins of every label of the set visible in
 the modality, with the label's own slope kept >= 0. Stacking lets a label's probability read its
-look-alikes: on the bundled checkpoint (seed 4242, held-out 30 %) it raised X-ray AUROC for every
-label but pneumothorax (left effusion 0.922 -> 0.979, consolidation 0.976 -> 0.996; pneumothorax
-0.750 either way) and doubled the films of seed 99 whose effusion Classify ranks in its top 2
-(README.md, Calibrated label probabilities).
+look-alikes: on the session-3 checkpoint tiny-013a238fcf387947 (seed 4242, held-out 30 %) it raised
+X-ray AUROC for every label but pneumothorax (left effusion 0.922 -> 0.979, consolidation 0.976 ->
+0.996; pneumothorax 0.750 either way) and doubled the films of seed 99 whose effusion Classify ranks
+in its top 2 (README.md, Calibrated label probabilities, has the current checkpoint's figures).
 Below, the Platt description holds for both; the stacked fit standardises every margin and puts the
 same L2 penalty on every slope.
 
@@ -64,6 +64,26 @@ class Margins:
     truth: np.ndarray        # [N, K] bool
 
 
+def _penalised_logistic(z: np.ndarray, target: np.ndarray, l2: float, intercept0: float,
+                        max_iter: int) -> np.ndarray:
+    """Weights [K slopes..., intercept] of a logistic regression of soft `target` [N] on standardised
+    features z [N, K], with an L2 penalty on the slopes (the intercept is not shrunk). Newton's method:
+    the problem is strictly convex with the penalty, and K is at most a label set's size."""
+    design = np.hstack([z, np.ones((z.shape[0], 1))])
+    penalty = np.diag([l2] * z.shape[1] + [1e-12])
+    w = np.zeros(z.shape[1] + 1)
+    w[-1] = intercept0
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        grad = design.T @ (p - target) + penalty @ w
+        hess = (design * (p * (1.0 - p))[:, None]).T @ design + penalty
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return w
+
+
 def fit_platt(margins: np.ndarray, truth: np.ndarray, l2: float = DEFAULT_L2, max_iter: int = 100) -> PlattMap:
     """Regularised, prior-corrected Platt fit of one label: margins [N], truth [N] bool."""
     x = np.asarray(margins, dtype=np.float64).reshape(-1)
@@ -79,19 +99,7 @@ def fit_platt(margins: np.ndarray, truth: np.ndarray, l2: float = DEFAULT_L2, ma
     if sd < 1e-12 or n_pos == 0 or n_neg == 0:
         return PlattMap(0.0, prior_b, n_pos, n_neg)
     z = (x - mu) / sd
-    # Newton on (slope, intercept): the problem is 2-D and strictly convex with the penalty.
-    w = np.array([0.0, prior_b])
-    for _ in range(max_iter):
-        p = 1.0 / (1.0 + np.exp(-(w[0] * z + w[1])))
-        r = p - target
-        grad = np.array([r @ z + l2 * w[0], r.sum()])
-        s = p * (1.0 - p)
-        hess = np.array([[s @ (z * z) + l2, s @ z], [s @ z, s.sum() + 1e-12]])
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    slope, intercept = float(w[0]), float(w[1])
+    slope, intercept = (float(v) for v in _penalised_logistic(z[:, None], target, l2, prior_b, max_iter))
     if slope <= 0:
         return PlattMap(0.0, prior_b, n_pos, n_neg)
     return PlattMap(slope / sd, intercept - slope * mu / sd, n_pos, n_neg)
@@ -120,18 +128,7 @@ def fit_stacked(margins: np.ndarray, truth: np.ndarray, label_ids: Sequence[str]
     z = (x[:, keep] - mu[keep]) / sd[keep]
     target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
     k = z.shape[1]
-    design = np.hstack([z, np.ones((y.size, 1))])
-    penalty = np.diag([l2] * k + [1e-12])  # the intercept is not shrunk
-    w = np.zeros(k + 1)
-    w[-1] = math.log((n_pos + 1.0) / (n_neg + 1.0))
-    for _ in range(max_iter):  # Newton: strictly convex with the penalty
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
-        grad = design.T @ (p - target) + penalty @ w
-        hess = (design * (p * (1.0 - p))[:, None]).T @ design + penalty
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-10:
-            break
+    w = _penalised_logistic(z, target, l2, math.log((n_pos + 1.0) / (n_neg + 1.0)), max_iter)
     slopes = np.zeros(len(label_ids))
     slopes[keep] = w[:k] / sd[keep]
     if slopes[own] <= 0:
