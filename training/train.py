@@ -28,6 +28,7 @@ from encoders.checkpoint import save_state
 from encoders.errors import InvalidInputError
 from encoders.factory import ModelBundle, create_model
 from encoders.loss import TriModalLoss
+from training.augment import Augmentation
 from training.case_tensors import CaseTensors
 from training.schedule import adamw_groups, warmup_cosine
 
@@ -51,6 +52,7 @@ class TrainOptions:
     grad_clip: float = 1.0
     missing_rate: float = 0.15       # phantom only
     sentence_sampling: float = 0.0   # share of reports replaced, per step, by 1-3 of their sentences
+    augment: bool = False            # shift/re-level films, roll/scale ECGs per step (training/augment.py)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
     resume: bool = False
@@ -120,24 +122,33 @@ def sample_sentences(report: str, generator: torch.Generator, most: int = 3) -> 
 
 def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor, device: torch.device,
                   sentence_sampling: float = 0.0, generator: torch.Generator | None = None,
+                  augmentation: Augmentation | None = None,
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Model inputs for the present rows of each modality, and the [B] presence flags.
 
     With `sentence_sampling` > 0 that share of the reports is replaced by a few of their sentences
-    (`sample_sentences`); those rows are marked uncacheable for the text tower's prefix cache."""
+    (`sample_sentences`); those rows are marked uncacheable for the text tower's prefix cache.
+    With an `augmentation`, films and ECGs are changed per step (training/augment.py)."""
     present = {m: data.present(m)[idx] for m in MODALITIES}
     batch: dict[str, torch.Tensor] = {}
+    if (sentence_sampling > 0 or augmentation is not None) and generator is None:
+        generator = torch.Generator().manual_seed(0)
     if present["xray"].any():
-        batch["pixels"] = data.pixels[idx[present["xray"]]].float().to(device)
+        pixels = data.pixels[idx[present["xray"]]].float()
+        if augmentation is not None:
+            pixels = augmentation.xray(pixels, generator)
+        batch["pixels"] = pixels.to(device)
     if present["ecg"].any():
         rows = idx[present["ecg"]]
-        batch["signals"] = data.signals[rows].to(device)
+        signals = data.signals[rows]
+        if augmentation is not None:
+            signals = augmentation.ecg(signals, float(bundle.config["ecg"]["sample_rate"]), generator)
+        batch["signals"] = signals.to(device)
         batch["lead_mask"] = data.lead_mask[rows].to(device)
     if present["text"].any():
         reports = [data.reports[int(i)] for i in idx[present["text"]]]
         sampled = [False] * len(reports)
         if sentence_sampling > 0:
-            generator = generator if generator is not None else torch.Generator().manual_seed(0)
             draws = torch.rand(len(reports), generator=generator).tolist()
             for j, draw in enumerate(draws):
                 if draw < sentence_sampling:
@@ -238,8 +249,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                              "setup_seconds": round(time.time() - started, 2)})
     train_started = clock["start"] = time.time()
     loss_value, stopped_early = float("nan"), False
-    # Per rank and resumable enough: the sentence draws depend on the seed, rank and starting step.
+    # Per rank and resumable enough: the sentence and augmentation draws depend on the seed, rank and starting step.
     sampler = torch.Generator().manual_seed(opts.seed * 7919 + ctx.rank * 104729 + step)
+    augmentation = Augmentation() if opts.augment else None
     for epoch in range(first_epoch, opts.epochs):
         model.train()
         batches = epoch_batches(data, opts.seed * 1000 + epoch, batch_size * ctx.world)
@@ -248,7 +260,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         for local_step, chunk in enumerate(batches):
             t0 = time.time()
             idx = chunk[ctx.rank * batch_size:(ctx.rank + 1) * batch_size]
-            batch, present = _batch_inputs(bundle, data, idx, ctx.device, opts.sentence_sampling, sampler)
+            batch, present = _batch_inputs(bundle, data, idx, ctx.device, opts.sentence_sampling, sampler,
+                                           augmentation)
             with amp:
                 emb = wrapped(batch)
             full = _full_rows(emb, present, batch_size, model.embed_dim)
