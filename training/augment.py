@@ -11,15 +11,16 @@ Every change keeps the labels true:
   so a left effusion stays on the left and nothing new appears) and a small brightness/contrast change
   in normalised units. No flips: the phantom, like a real PA film, has sides (left vs right effusion,
   heart on the left).
+- ECG: a circular shift in time (the record is a run of beats, so the one seam it adds, where the
+  record's end meets its start, falls within the same rhythm) and one gain per record. The gain is
+  small next to the phantom's own electrode-gain spread (log-normal, sigma 0.15 and 0.22), so LVH
+  voltage stays readable; intervals, rates and morphology are untouched.
 
 Measured on the phantom (README, Training), it did not help. With the shift, X-ray<->ECG r@10 fell
-from 9.8x to 6.5x chance. Without it, every figure stayed at or below the unaugmented run's. So it is
-off by default. It is kept for real data, where positioning, exposure and electrode gain vary in ways
-the phantom's 6,000 cases do not cover.
-- ECG: a circular shift in time (the record is a run of beats; the seam lands between samples of the
-  same rhythm) and one gain per record. The gain is small next to the phantom's own electrode-gain
-  spread (log-normal, sigma 0.15 and 0.22), so LVH voltage stays readable; intervals, rates and
-  morphology are untouched.
+from 9.8x to 6.5x chance. Without it, every target figure (zero-shot, label_p@10, X-ray<->ECG r@10)
+stayed at or below the unaugmented run's. So it is off by default. It is kept for real data, where
+positioning, exposure and electrode gain vary in ways the phantom's 6,000 cases do not cover (not
+measured there yet).
 """
 
 from __future__ import annotations
