@@ -45,6 +45,18 @@ class Tokenizer:
                             return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    def encode_each(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids, truncated like `__call__` and not padded: tokenise a corpus once,
+        then `pad` any subset of it into the same tensors `__call__` would give."""
+        return [list(ids) for ids in self._tok(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
+
+    def pad(self, rows: list[Any]) -> dict[str, torch.Tensor]:
+        """Rows from `encode_each` (lists or 1-D integer arrays), padded to the longest (on the
+        tokenizer's own padding side)."""
+        ids = [r.tolist() if hasattr(r, "tolist") else list(r) for r in rows]
+        encoded = self._tok.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
 
 @dataclass
 class ModelBundle:

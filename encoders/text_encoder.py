@@ -14,7 +14,8 @@
   without autograd and in eval mode, and for BERT-family encoders their output can be cached per
   report (`enable_prefix_cache`). Phantom and hospital reports repeat across epochs, so after the
   first epoch the text tower costs only its top k layers: on a 2-core CPU this is most of the
-  training time saved.
+  training time saved. With one trainable layer under one-row pooling the cache also keeps that
+  layer's frozen key and value projections of every token, so a step computes only their LoRA deltas.
 - `model: null` with `hf_config` builds a random-init model from a config (the `test` preset); its
   frozen weights are drawn from `init_seed`, so checkpoints need not store them either.
 """
@@ -72,6 +73,28 @@ def _build_base(cfg: dict[str, Any]) -> nn.Module:
         return AutoModel.from_config(AutoConfig.for_model(model_type, **hf_config), attn_implementation="sdpa")
 
 
+class PrefixCache(dict):
+    """token-sequence bytes -> fp16 [L, D] rows, with a byte budget.
+
+    Why a budget: a row costs L x D x 2 bytes (~350 KB for a 150-token report with the key/value
+    projections), so 6,000 phantom reports take ~2 GB, and a hospital corpus of 200k reports would take
+    ~70 GB of RAM (or of GPU memory: rows live on the model's device). Past the budget, new reports are
+    simply not stored: the step pays for their prefix, nothing fails."""
+
+    DEFAULT_MAX_BYTES = 6 << 30
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__()
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+
+    def store(self, key: bytes, row: torch.Tensor) -> None:
+        size = row.numel() * row.element_size()
+        if key not in self and self.bytes + size <= self.max_bytes:
+            self[key] = row
+            self.bytes += size
+
+
 class TextEncoder(nn.Module):
     """(input_ids [B, L], attention_mask [B, L]) -> [B, hidden] pooled features."""
 
@@ -99,7 +122,7 @@ class TextEncoder(nn.Module):
         self.model = get_peft_model(base, peft_config)
         self.width = int(base.config.hidden_size)
         self._bert_like = all(hasattr(base, a) for a in ("embeddings", "encoder")) and hasattr(base.encoder, "layer")
-        self._cache: dict[bytes, torch.Tensor] | None = None
+        self._cache: PrefixCache | None = None
         # What the frozen prefix's output depends on: two towers with equal signatures may share a cache.
         self._prefix_signature = repr((cfg.get("model"), cfg.get("hf_config"), cfg.get("init_seed"), cfg.get("layers"),
                                        self.frozen_prefix))
@@ -114,9 +137,10 @@ class TextEncoder(nn.Module):
     def base(self) -> nn.Module:
         return self.model.base_model.model
 
-    def enable_prefix_cache(self, enabled: bool = True) -> None:
-        """Cache the frozen lower layers' output per distinct token sequence (BERT family only)."""
-        self._cache = {} if enabled else None
+    def enable_prefix_cache(self, enabled: bool = True, max_bytes: int = PrefixCache.DEFAULT_MAX_BYTES) -> None:
+        """Cache the frozen lower layers' output per distinct token sequence (BERT family only), up to
+        `max_bytes`; reports past the budget are computed each time instead of being stored."""
+        self._cache = PrefixCache(max_bytes) if enabled else None
 
     def share_prefix_cache(self, other: "TextEncoder") -> None:
         """Use `other`'s cache: valid when both towers have the same frozen layers (same text config)."""
@@ -170,17 +194,19 @@ class TextEncoder(nn.Module):
         """
         from transformers.masking_utils import create_bidirectional_mask
 
+        layers = list(_layer_list(self.base))[self.frozen_prefix:]
+        one_row = self.pooling in ("cls", "mean_query")
+        top = layers.pop() if one_row and layers else None
+        base_kv = None
         if self._capturing:
             # Explanations need the prefix's attention in the graph: no cache, no no_grad.
             hidden = (self._run_prefix(input_ids, attention_mask) if self.frozen_prefix
                       else self.base.embeddings(input_ids=input_ids))
         elif self.frozen_prefix:
-            hidden = self._prefix(input_ids, attention_mask, cache_rows)
+            kv_layer = top if not layers and _frozen_key_value(top) else None
+            hidden, base_kv = self._prefix(input_ids, attention_mask, cache_rows, kv_layer)
         else:
             hidden = self.base.embeddings(input_ids=input_ids)
-        layers = list(_layer_list(self.base))[self.frozen_prefix:]
-        one_row = self.pooling in ("cls", "mean_query")
-        top = layers.pop() if one_row and layers else None
         mask = create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=attention_mask)
         for layer in layers:
             hidden = layer(hidden, mask)
@@ -193,29 +219,46 @@ class TextEncoder(nn.Module):
             query = (hidden * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
         if top is None:
             return query[:, 0]
-        return _bert_layer_query_row(top, hidden, attention_mask.to(torch.bool), query, self._capture_sink)
+        return _bert_layer_query_row(top, hidden, attention_mask.to(torch.bool), query, self._capture_sink, base_kv)
 
     @torch.no_grad()
     def _prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+                cache_rows: torch.Tensor | None = None, kv_layer: nn.Module | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frozen prefix's output [B, L, hidden] and, when the cache is on and `kv_layer` (the one
+        trainable layer above it) is given, that layer's frozen key and value projections [B, L, 2 hidden].
+
+        Why cache the projections: after epoch one they are the largest matrix products left in a
+        training step (two [B*L, hidden] x [hidden, hidden] products), and they depend only on frozen
+        weights and the report; the LoRA deltas on top of them are rank r and stay live.
+        """
         if self._cache is None:
-            return self._run_prefix(input_ids, attention_mask)
+            return self._run_prefix(input_ids, attention_mask), None
         lengths = attention_mask.sum(dim=1).tolist()
-        keys = [input_ids[i, : int(n)].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
+        # The entry's content is part of its key: a tower that caches projections and one that
+        # does not (other pooling or top_layers) may share a cache without reading each other's rows.
+        tag = b"kv:" if kv_layer is not None else b"h:"
+        keys = [tag + input_ids[i, : int(n)].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
         keep = [True] * len(keys) if cache_rows is None else [bool(c) for c in cache_rows.tolist()]
         found = {i: self._cache[k] for i, k in enumerate(keys) if k in self._cache}
         todo = [i for i in range(len(keys)) if i not in found]
         if todo:
             fresh = self._run_prefix(input_ids[todo], attention_mask[todo])
+            if kv_layer is not None:
+                attention = kv_layer.attention.self
+                fresh = torch.cat([fresh, _base_linear(attention.key)(fresh), _base_linear(attention.value)(fresh)], -1)
             for row, i in enumerate(todo):
-                # fp16 halves the cache; these are post-LayerNorm activations of order 1.
+                # fp16 halves the cache; these are post-LayerNorm activations of order 1 and their
+                # projections (|k|, |v| of order 1-10: fp16 keeps ~3 significant digits).
                 found[i] = fresh[row, : int(lengths[i])].to(torch.float16)
                 if keep[i]:
-                    self._cache[keys[i]] = found[i]
-        out = torch.zeros(*input_ids.shape, self.width, dtype=torch.float32, device=input_ids.device)
-        for i, cached in found.items():
-            out[i, : cached.shape[0]] = cached.to(out.dtype)
-        return out
+                    self._cache.store(keys[i], found[i])
+        rows = torch.nn.utils.rnn.pad_sequence([found[i] for i in range(len(keys))], batch_first=True)
+        out = torch.nn.functional.pad(rows.to(device=input_ids.device, dtype=torch.float32),
+                                      (0, 0, 0, input_ids.shape[1] - rows.shape[1]))
+        if kv_layer is None:
+            return out, None
+        return out[..., : self.width], out[..., self.width:]
 
     def _run_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         from transformers.masking_utils import create_bidirectional_mask
@@ -255,13 +298,16 @@ class TextEncoder(nn.Module):
 
 
 def _bert_layer_query_row(layer: nn.Module, hidden: torch.Tensor, key_mask: torch.Tensor, query_row: torch.Tensor,
-                          capture: tuple[list[torch.Tensor], bool] | None = None) -> torch.Tensor:
+                          capture: tuple[list[torch.Tensor], bool] | None = None,
+                          base_kv: torch.Tensor | None = None) -> torch.Tensor:
     """A BERT-family layer's output for one query row [B, 1, hidden] attending over `hidden`: [B, hidden].
 
     Mirrors BertLayer (self-attention, residual + LayerNorm, feed-forward, residual + LayerNorm)
     through the layer's own (LoRA-wrapped) modules, so weights and adapters are shared with the full
     path; with query_row = hidden[:, :1] it equals row 0 of the full layer. Under `capture` the
     [B, H, 1, L] attention probabilities are computed explicitly and appended to the list.
+    `base_kv` [B, L, 2 hidden]: the frozen key and value projections of `hidden` (from the prefix
+    cache); only the LoRA deltas are computed here.
     """
     attention = layer.attention
     heads = attention.self.num_attention_heads
@@ -271,8 +317,9 @@ def _bert_layer_query_row(layer: nn.Module, hidden: torch.Tensor, key_mask: torc
         return x.view(batch, x.shape[1], heads, -1).transpose(1, 2)
 
     query = split(attention.self.query(query_row))
-    key = split(attention.self.key(hidden))
-    value = split(attention.self.value(hidden))
+    base_key, base_value = (None, None) if base_kv is None else base_kv.chunk(2, dim=-1)
+    key = split(_with_base_output(attention.self.key, hidden, base_key))
+    value = split(_with_base_output(attention.self.value, hidden, base_value))
     dropout = attention.self.dropout.p if attention.self.training else 0.0
     if capture is None:
         context = torch.nn.functional.scaled_dot_product_attention(
@@ -287,3 +334,34 @@ def _bert_layer_query_row(layer: nn.Module, hidden: torch.Tensor, key_mask: torc
     attended = attention.output(context, query_row)
     out = layer.output(layer.intermediate(attended), attended)
     return out[:, 0]
+
+
+def _base_linear(module: nn.Module) -> nn.Module:
+    """The frozen linear under a peft LoRA wrapper (or the module itself when it is not wrapped)."""
+    return getattr(module, "base_layer", module)
+
+
+def _frozen_key_value(layer: nn.Module | None) -> bool:
+    """Whether `layer`'s key and value base weights are frozen, so their outputs may be cached."""
+    if layer is None or not hasattr(layer, "attention"):
+        return False
+    attention = layer.attention.self
+    return not any(p.requires_grad for m in (attention.key, attention.value) for p in _base_linear(m).parameters())
+
+
+def _with_base_output(module: nn.Module, x: torch.Tensor, base_out: torch.Tensor | None) -> torch.Tensor:
+    """module(x), given `base_out` = the frozen base linear applied to x: adds the LoRA deltas only.
+
+    Mirrors peft's vanilla lora.Linear forward (base + B(A(dropout(x))) * scaling per active adapter);
+    merged, disabled or variant (DoRA ...) adapters take the module's own forward instead."""
+    if base_out is None:
+        return module(x)
+    if not hasattr(module, "lora_A"):
+        return base_out
+    if module.merged or module.disable_adapters or any(a in module.lora_variant for a in module.active_adapters):
+        return module(x)
+    out = base_out
+    for name in module.active_adapters:
+        if name in module.lora_A:
+            out = out + module.lora_B[name](module.lora_A[name](module.lora_dropout[name](x))) * module.scaling[name]
+    return out

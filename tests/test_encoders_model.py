@@ -421,3 +421,59 @@ def test_ecg_explanations_skip_the_rhythm_token():
             explanation = explain(bundle, item, label_target(bundle, "atrial fibrillation"), method=method)
             assert explanation.relevance.shape == (12, n_samples // cfg["patch_samples"])
             assert np.isfinite(explanation.relevance).all()
+
+
+@pytest.mark.parametrize("pooling,targets,dropout", [
+    ("mean_query", ["query", "key", "value", "dense"], 0.0),
+    ("cls", ["query", "value"], 0.1),  # key not adapted: its cached projection is the whole key
+])
+def test_cached_key_value_projections_match_the_live_top_layer(pooling, targets, dropout):
+    """With one trainable layer under one-row pooling, the prefix cache also holds that layer's frozen
+    key/value projections; output and LoRA gradients must match the uncached layer (fp16 cache),
+    LoRA dropout included (same seed, same masks)."""
+    config = resolve_config("test")
+    config["text"]["pooling"] = pooling
+    config["text"]["lora"].update(target_modules=targets, dropout=dropout, top_layers=1)
+    torch.manual_seed(0)
+    bundle = create_model(config)
+    text = bundle.model.text
+    for name, p in text.named_parameters():
+        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
+            torch.nn.init.normal_(p, std=0.2)
+    tokens = bundle.tokenizer(REPORTS)
+    weights = torch.randn(len(REPORTS), text.width, generator=torch.Generator().manual_seed(2))
+    text.train()
+
+    def run(cached: bool):
+        text.enable_prefix_cache(cached)
+        if cached:
+            text(**tokens)  # fills the cache
+        text.zero_grad()
+        torch.manual_seed(5)
+        out = text(**tokens)
+        (out * weights).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in text.named_parameters() if p.requires_grad}
+
+    live, live_grads = run(False)
+    cached, cached_grads = run(True)
+    assert text._cache and all(key.startswith(b"kv:") for key in text._cache)
+    torch.testing.assert_close(cached, live, atol=2e-3, rtol=2e-3)
+    assert live_grads.keys() == cached_grads.keys()
+    for name, grad in live_grads.items():
+        torch.testing.assert_close(cached_grads[name], grad, atol=5e-3, rtol=5e-3, msg=name)
+
+
+def test_prefix_cache_stays_within_its_byte_budget(bundle):
+    model = copy.deepcopy(bundle.model).eval()
+    tokens = bundle.tokenizer(REPORTS)
+    with torch.no_grad():
+        fresh = model.encode_text(**tokens)
+        model.text.enable_prefix_cache(max_bytes=1)  # nothing fits
+        model.encode_text(**tokens)
+        assert len(model.text._cache) == 0 and model.text._cache.bytes == 0
+        torch.testing.assert_close(model.encode_text(**tokens), fresh, atol=1e-3, rtol=1e-3)
+        model.text.enable_prefix_cache()
+        model.encode_text(**tokens)
+        cache = model.text._cache
+        assert len(cache) == len(REPORTS)
+        assert cache.bytes == sum(row.numel() * row.element_size() for row in cache.values())

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,26 @@ def test_sampled_reports_bypass_the_prefix_cache():
     with torch.no_grad():
         again = model.encode_text(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(sampled, again, atol=1e-3, rtol=1e-3)
+
+
+def test_pretokenised_reports_give_the_tokenizers_batch():
+    """Training tokenises every report once (`encode_each`) and pads per batch; the batch must be the
+    one the tokenizer gives, cases without a report included, and sampled sentences still tokenised."""
+    from encoders import create_model
+    from training.train import _batch_inputs
+
+    bundle = create_model("test")
+    reports = ["Cardiomegaly. No effusion. Sinus rhythm.", None, "Normal chest radiograph.",
+               "Left pleural effusion. Atrial fibrillation. LVH. " * 8]
+    data = build_case_tensors(bundle, [(f"c{i}", (), None, None, r) for i, r in enumerate(reports)])
+    tokens = bundle.tokenizer.encode_each([r or "" for r in data.reports])
+    tokens = [np.asarray(t, dtype=np.int32) if r else None for t, r in zip(tokens, data.reports)]  # as train() keeps them
+    rows = torch.tensor([3, 0, 1, 2])
+    live, _ = _batch_inputs(bundle, data, rows, torch.device("cpu"))
+    reused, _ = _batch_inputs(bundle, data, rows, torch.device("cpu"), report_tokens=tokens)
+    assert live["input_ids"].shape == (3, bundle.config["text"]["max_length"])  # the long report is truncated
+    for key in ("input_ids", "attention_mask", "text_cache_rows"):
+        assert torch.equal(live[key], reused[key])
+    generator = torch.Generator().manual_seed(0)
+    sampled, _ = _batch_inputs(bundle, data, rows, torch.device("cpu"), 1.0, generator, report_tokens=tokens)
+    assert not torch.equal(sampled["input_ids"], live["input_ids"])

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -122,13 +123,15 @@ def sample_sentences(report: str, generator: torch.Generator, most: int = 3) -> 
 
 def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor, device: torch.device,
                   sentence_sampling: float = 0.0, generator: torch.Generator | None = None,
-                  augmentation: Augmentation | None = None,
+                  augmentation: Augmentation | None = None, report_tokens: list[np.ndarray | None] | None = None,
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Model inputs for the present rows of each modality, and the [B] presence flags.
 
     With `sentence_sampling` > 0 that share of the reports is replaced by a few of their sentences
     (`sample_sentences`); those rows are marked uncacheable for the text tower's prefix cache.
-    With an `augmentation`, films and ECGs are changed per step (training/augment.py)."""
+    With an `augmentation`, films and ECGs are changed per step (training/augment.py).
+    `report_tokens` (`bundle.tokenizer.encode_each(data.reports)`, None where a case has no report)
+    saves tokenising the same reports every epoch: ~20 ms of a ~550 ms CPU step."""
     present = {m: data.present(m)[idx] for m in MODALITIES}
     batch: dict[str, torch.Tensor] = {}
     if (sentence_sampling > 0 or augmentation is not None) and generator is None:
@@ -153,7 +156,10 @@ def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor, dev
             for j, draw in enumerate(draws):
                 if draw < sentence_sampling:
                     reports[j], sampled[j] = sample_sentences(reports[j], generator), True
-        tokens = bundle.tokenizer(reports)
+        if report_tokens is not None and not any(sampled):
+            tokens = bundle.tokenizer.pad([report_tokens[int(i)] for i in idx[present["text"]]])
+        else:
+            tokens = bundle.tokenizer(reports)
         batch.update({k: v.to(device) for k, v in tokens.items()})
         batch["text_cache_rows"] = torch.tensor([not s for s in sampled], dtype=torch.bool, device=device)
     return batch, {m: p.to(device) for m, p in present.items()}
@@ -221,7 +227,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     steps_per_epoch = len(data) // (batch_size * ctx.world)
     total_steps = steps_per_epoch * opts.epochs
 
-    optimizer = torch.optim.AdamW(adamw_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6)
+    # int32 arrays: a hospital corpus of 10^5 reports as Python int lists would take gigabytes.
+    report_tokens = [np.asarray(ids, dtype=np.int32) if r else None
+                     for ids, r in zip(bundle.tokenizer.encode_each([r or "" for r in data.reports]), data.reports)]
+    # fused: one kernel over all parameters; on 2 CPU cores the step takes ~3 ms instead of ~12.
+    optimizer = torch.optim.AdamW(adamw_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6,
+                                  fused=True)
     clock = {"start": time.time()}
     budget = opts.max_minutes * 60 if opts.max_minutes else None
     scheduler = warmup_cosine(optimizer, min(opts.warmup_steps, max(1, total_steps // 5)), total_steps,
@@ -261,7 +272,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             t0 = time.time()
             idx = chunk[ctx.rank * batch_size:(ctx.rank + 1) * batch_size]
             batch, present = _batch_inputs(bundle, data, idx, ctx.device, opts.sentence_sampling, sampler,
-                                           augmentation)
+                                           augmentation, report_tokens)
             with amp:
                 emb = wrapped(batch)
             full = _full_rows(emb, present, batch_size, model.embed_dim)
