@@ -102,7 +102,7 @@ class TribindServer:
         if seed_cases is not None and seed_count > 0 and self.servicer.store_is_empty():
             seeded = self.servicer.seed(seed_cases, seed_count, progress)
         # Why: torch, transformers and the model leave ~5 x 10^5 long-lived objects that every full
-        # collection walks again (313 ms measured on 2 busy cores), landing on whichever request
+        # collection walks again (313 ms measured on the 2-core machine), landing on whichever request
         # triggers it: the p99. Frozen, the collector skips them; they live as long as the process.
         gc.collect()
         gc.freeze()
