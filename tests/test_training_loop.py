@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -121,17 +120,16 @@ def test_sampled_reports_bypass_the_prefix_cache():
 
 
 def test_pretokenised_reports_give_the_tokenizers_batch():
-    """Training tokenises every report once (`encode_each`) and pads per batch; the batch must be the
+    """Training tokenises every report once (`tokenise_reports`) and pads per batch; the batch must be the
     one the tokenizer gives, cases without a report included, and sampled sentences still tokenised."""
     from encoders import create_model
-    from training.train import _batch_inputs
+    from training.train import _batch_inputs, tokenise_reports
 
     bundle = create_model("test")
     reports = ["Cardiomegaly. No effusion. Sinus rhythm.", None, "Normal chest radiograph.",
                "Left pleural effusion. Atrial fibrillation. LVH. " * 8]
     data = build_case_tensors(bundle, [(f"c{i}", (), None, None, r) for i, r in enumerate(reports)])
-    tokens = bundle.tokenizer.encode_each([r or "" for r in data.reports])
-    tokens = [np.asarray(t, dtype=np.int32) if r else None for t, r in zip(tokens, data.reports)]  # as train() keeps them
+    tokens = tokenise_reports(bundle, data.reports)
     rows = torch.tensor([3, 0, 1, 2])
     live, _ = _batch_inputs(bundle, data, rows, torch.device("cpu"))
     reused, _ = _batch_inputs(bundle, data, rows, torch.device("cpu"), report_tokens=tokens)
