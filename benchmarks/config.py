@@ -30,7 +30,8 @@ class BenchConfig:
     ingest_vectors: int = 100_000
     # scale: 1M precomputed vectors into a served store, restart, search (None: skipped)
     scale_vectors: int | None = 1_000_000
-    scale_queries: int = 500
+    scale_queries: int = 500                  # first queries after the restart (cold)
+    scale_steady_queries: int = 2000          # then new queries (steady state); p99 from 2000 is 20th-worst
 
 
 FULL = BenchConfig("full")

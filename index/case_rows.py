@@ -216,7 +216,7 @@ def get_case(conn: sqlite3.Connection, case_id: str, include_raw: bool) -> Case:
 
 
 HIT_ROWS_SQL = ("SELECT v.vec_id, c.case_id, c.patient_id, c.study_time, c.labels, c.metadata "
-                "FROM vectors v CROSS JOIN cases c ON c.case_pk = v.case_pk "
+                "FROM vectors v INDEXED BY vectors_case_of CROSS JOIN cases c ON c.case_pk = v.case_pk "
                 "WHERE v.vec_id IN (SELECT value FROM json_each(?))")
 
 

@@ -84,6 +84,6 @@ def admitted_rows_sql(search_filter: SearchFilter) -> tuple[str, list]:
     """
     where, params = _conditions(search_filter, per_row=True)
     sql = ("SELECT v.vec_id, c.case_id, c.patient_id, c.study_time, c.labels, c.metadata "
-           "FROM vectors v CROSS JOIN cases c ON c.case_pk = v.case_pk "
+           "FROM vectors v INDEXED BY vectors_case_of CROSS JOIN cases c ON c.case_pk = v.case_pk "
            "WHERE v.vec_id IN (SELECT value FROM json_each(?))")
     return sql + "".join(f" AND {w}" for w in where), params

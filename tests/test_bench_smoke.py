@@ -54,3 +54,22 @@ def test_quick_run_of_encoders_and_index_writes_results(tmp_path):
     assert all(0 < v["recall_at_10"] <= 1 and v["single_query"]["p99_ms"] > 0 for v in kinds.values())
     printed = table(results)
     assert "index 2,000 ivf p50 (ms) vs bare FAISS call" in printed and "encoders tiny cpu text batch 4" in printed
+
+
+def test_scale_bench_ingests_restarts_and_searches(tmp_path):
+    """The 1M scale path at 3k vectors: ingest through gRPC, restart from the snapshot, cold and
+    steady-state searches with recall against exact search, the in-process baseline."""
+    from dataclasses import replace
+
+    from benchmarks import scale_bench
+
+    config = replace(SMOKE, scale_vectors=3000, scale_queries=20, scale_steady_queries=30)
+    result = scale_bench.run(config, work_dir=tmp_path)
+    assert result["vectors"] == 3000 and "flat" in result["index_kind"].split(",")
+    for key in ("search_after_ingest", "search_after_restart", "search_steady", "baseline_in_process"):
+        assert result[key]["recall_at_10"] == 1.0, key  # flat: exact
+    assert result["search_after_restart"]["queries"] == 20 and result["search_steady"]["queries"] == 30
+    assert 0 < result["search_steady"]["p50_ms"] <= result["search_steady"]["p99_ms"]
+    assert result["baseline_in_process"]["load_report"]  # the restart loaded the snapshot
+    assert set(result["targets"]) >= {"p99_under_5_ms", "steady_p99_under_5_ms", "restart_under_60_s"}
+    assert "new queries after those" in table({"scale": result})

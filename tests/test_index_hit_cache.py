@@ -115,3 +115,30 @@ def test_capacity_bounds_the_cache(tmp_path):
         for q in unit_vectors(10, seed=8):
             s.search("xray", q, k=10)
             assert len(s._hits) <= 15
+
+
+def test_hit_rows_use_the_covering_index_and_a_store_without_it_gains_it(tmp_path):
+    """Hits are hydrated through `vectors_case_of` (vec_id -> case_pk, not the blob pages); a store
+    written before that index existed gets it when opened, and its searches read the same hits."""
+    import sqlite3
+
+    from index.case_rows import HIT_ROWS_SQL
+    from index.filters import admitted_rows_sql
+
+    vectors = unit_vectors(40, seed=8)
+    with CaseStore(tmp_path / "lib", dim=DIM, model_version=VERSION, hit_cache_size=0) as s:
+        s.upsert_many(make_cases(vectors))
+        before = [s.search("xray", q, k=8) for q in vectors[:5]]
+    conn = sqlite3.connect(tmp_path / "lib" / "cases.sqlite3")
+    plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + HIT_ROWS_SQL, ("[1]",)))
+    assert "COVERING INDEX vectors_case_of" in plan
+    sql, params = admitted_rows_sql(SearchFilter(labels_any=("rare",)))
+    assert "COVERING INDEX vectors_case_of" in " ".join(
+        str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ["[1]", *params]))
+    conn.execute("DROP INDEX vectors_case_of")  # as a store from before the index
+    conn.commit()
+    conn.close()
+    with CaseStore(tmp_path / "lib", dim=DIM, model_version=VERSION, hit_cache_size=0) as s:
+        assert [s.search("xray", q, k=8) for q in vectors[:5]] == before
+        names = {row[0] for row in s._writer.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "vectors_case_of" in names
