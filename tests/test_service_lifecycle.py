@@ -31,9 +31,20 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lifecycle")
 
 
+class StageState(dict):
+    """What one stage leaves for the next; a stage run without its predecessors skips with the reason."""
+
+    def __missing__(self, key: str):
+        pytest.skip(f"needs {key!r} from an earlier test of this module: the stages run in file order, "
+                    "so run the whole module (a -k or node-id selection drops the earlier stages)")
+
+    def pop(self, key: str, *default):
+        return super().pop(key, *default) if key in self or default else self[key]
+
+
 @pytest.fixture(scope="module")
 def state() -> dict:
-    return {}
+    return StageState()
 
 
 def _all_ids(client, query_case: str) -> set[str]:
