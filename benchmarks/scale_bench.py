@@ -6,8 +6,9 @@
 3. search-by-vector over gRPC at concurrency 1: p50/p99 and recall@10 against exact search
    (brute force over the same file in this process);
 4. stop (SIGTERM: drain, snapshot), restart, time to SERVING; search again: first the same queries
-   (cold: the first requests after the restart fill SQLite's pages and the hit cache), then as many
-   new queries again and more (steady state: new queries, so every hit is still read from SQLite);
+   (cold: the first requests after the restart fill SQLite's page cache and the hit cache), then
+   `scale_steady_queries` new ones (steady state; their hits mostly miss the hit cache, as a new
+   user's queries would);
 5. the bare in-process baseline: open the store in this process and time `CaseStore.search`.
 """
 
