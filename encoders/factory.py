@@ -48,6 +48,8 @@ class Tokenizer:
     def encode_each(self, texts: list[str]) -> list[list[int]]:
         """Each text's token ids, truncated like `__call__` and not padded: tokenise a corpus once,
         then `pad` any subset of it into the same tensors `__call__` would give."""
+        if not texts:  # the HF tokenizer rejects an empty batch
+            return []
         return [list(ids) for ids in self._tok(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
 
     def pad(self, rows: list[Any]) -> dict[str, torch.Tensor]:

@@ -161,7 +161,7 @@ def _batch_inputs(bundle: ModelBundle, data: CaseTensors, idx: torch.Tensor, dev
         else:
             rows = [report_tokens[int(i)] for i in idx[present["text"]]]
             fresh = [j for j, s in enumerate(sampled) if s]
-            for j, ids in zip(fresh, bundle.tokenizer.encode_each([reports[j] for j in fresh]) if fresh else []):
+            for j, ids in zip(fresh, bundle.tokenizer.encode_each([reports[j] for j in fresh])):
                 rows[j] = ids
             tokens = bundle.tokenizer.pad(rows)
         batch.update({k: v.to(device) for k, v in tokens.items()})
@@ -174,7 +174,7 @@ def tokenise_reports(bundle: ModelBundle, reports: list[str | None]) -> list[np.
     int32 arrays: a hospital corpus of 10^5 reports as Python int lists would take gigabytes."""
     present = [i for i, r in enumerate(reports) if r]
     tokens: list[np.ndarray | None] = [None] * len(reports)
-    for i, ids in zip(present, bundle.tokenizer.encode_each([reports[i] for i in present]) if present else []):
+    for i, ids in zip(present, bundle.tokenizer.encode_each([reports[i] for i in present])):
         tokens[i] = np.asarray(ids, dtype=np.int32)
     return tokens
 
