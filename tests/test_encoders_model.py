@@ -50,6 +50,16 @@ def test_bad_config_values_raise():
     cfg["text"]["pooling"] = "max"
     with pytest.raises(InvalidInputError, match="pooling"):
         resolve_config(cfg)
+    for share in (1.0, -0.1, "half", True, {"ecg_text": 1.5}):
+        cfg = resolve_config("test")
+        cfg["loss"]["label_targets"] = share
+        with pytest.raises(InvalidInputError, match="label_targets"):
+            resolve_config(cfg)
+    cfg = resolve_config("test")
+    cfg["loss"]["label_targets"] = {"xray_ecg": 0.5}
+    with pytest.raises(InvalidInputError, match="X-ray<->ECG matches the same case") as err:
+        resolve_config(cfg)
+    assert err.value.field == "config.loss.label_targets.xray_ecg"
 
 
 def test_shapes_and_unit_norm(bundle):

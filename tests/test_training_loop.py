@@ -13,7 +13,8 @@ import torch
 
 from encoders import load_model
 from training.case_tensors import build_case_tensors
-from training.train import TrainOptions, epoch_batches, train
+from encoders.errors import InvalidInputError
+from training.train import TrainOptions, _label_findings, epoch_batches, findings_by_modality, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,3 +140,51 @@ def test_pretokenised_reports_give_the_tokenizers_batch():
     generator = torch.Generator().manual_seed(0)
     sampled, _ = _batch_inputs(bundle, data, rows, torch.device("cpu"), 1.0, generator, report_tokens=tokens)
     assert not torch.equal(sampled["input_ids"], live["input_ids"])
+
+
+def _labelled_cases(labels: list[tuple[str, ...]]):
+    from encoders.factory import create_model
+
+    bundle = create_model("test")
+    return build_case_tensors(bundle, [(f"c{i}", case, None, None, "A report.") for i, case in enumerate(labels)])
+
+
+def test_findings_by_modality_keeps_what_each_modality_shows():
+    data = _labelled_cases([("cardiomegaly", "atrial_fibrillation"), ("normal",), ("lvh", "unknown_label")])
+    findings = findings_by_modality(data, "phantom")
+    from encoders.labelsets import load_labelset
+
+    xray_ids = [label.id for label in load_labelset("phantom").for_modality("xray", include_both=False)]
+    ecg_ids = [label.id for label in load_labelset("phantom").for_modality("ecg", include_both=False)]
+    assert findings["xray"].shape == (3, len(xray_ids)) and findings["ecg"].shape == (3, len(ecg_ids))
+    assert findings["xray"][0].tolist() == [i == "cardiomegaly" for i in xray_ids]
+    assert findings["ecg"][0].tolist() == [i == "atrial_fibrillation" for i in ecg_ids]
+    assert not findings["xray"][1].any() and not findings["ecg"][1].any()  # "normal" is no finding
+    assert findings["ecg"][2].tolist() == [i == "lvh" for i in ecg_ids] and not findings["xray"][2].any()
+
+
+def test_label_targets_need_a_label_set_that_matches_the_data():
+    data = _labelled_cases([("cardiomegaly",), ("normal",)])
+    assert _label_findings(data, TrainOptions(data="phantom"), 0.0) is None  # one-hot targets: no labels needed
+    with pytest.raises(InvalidInputError, match="--label-set") as err:
+        _label_findings(data, TrainOptions(data="cases.csv"), 0.5)
+    assert err.value.field == "label_set"
+    with pytest.raises(InvalidInputError, match="no case carries"):
+        _label_findings(data, TrainOptions(data="cases.csv", label_set="ptbxl_super"), 0.5)
+    assert _label_findings(data, TrainOptions(data="cases.csv", label_set="phantom"), 0.5)["xray"].any()
+
+
+def test_training_with_label_targets_runs_and_logs_the_text_pairs(tmp_path):
+    from encoders.config import resolve_config
+
+    preset = resolve_config("test")
+    preset["loss"]["label_targets"] = 0.5
+    path = tmp_path / "test_label_targets.json"
+    path.write_text(json.dumps(preset))
+    out = tmp_path / "run"
+    summary = train(TrainOptions(preset=str(path), cases=24, epochs=1, batch_size=8, out=str(out), threads=1,
+                                 progress=False, warmup_steps=1))
+    assert summary["steps"] == 3
+    steps = [e for e in _events(out) if e["event"] == "step"]
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
+    assert load_model(out).config["loss"]["label_targets"] == 0.5

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from encoders.checkpoint import save_state
+from encoders.config import label_target_shares
 from encoders.errors import InvalidInputError
 from encoders.factory import ModelBundle, create_model
 from encoders.loss import TriModalLoss
@@ -54,6 +55,7 @@ class TrainOptions:
     missing_rate: float = 0.15       # phantom only
     sentence_sampling: float = 0.0   # share of reports replaced, per step, by 1-3 of their sentences
     augment: bool = False            # shift/re-level films, roll/scale ECGs per step (training/augment.py)
+    label_set: str | None = None     # vocabulary for the loss's label-aware targets (None: phantom for phantom data)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
     resume: bool = False
@@ -179,6 +181,35 @@ def tokenise_reports(bundle: ModelBundle, reports: list[str | None]) -> list[np.
     return tokens
 
 
+def findings_by_modality(data: CaseTensors, label_set: str) -> dict[str, torch.Tensor]:
+    """{"xray": [N, K] bool, "ecg": [N, K'] bool}: which of the labels each modality can show are on
+    each case (the loss's label-aware targets compare cases by these; labels outside the set are ignored)."""
+    from encoders.labelsets import load_labelset
+
+    labels = load_labelset(label_set)
+    out = {}
+    for modality in ("xray", "ecg"):
+        ids = [label.id for label in labels.for_modality(modality, include_both=False)]
+        out[modality] = torch.tensor([[i in case for i in ids] for case in data.labels], dtype=torch.bool).reshape(
+            len(data), len(ids))
+    return out
+
+
+def _label_findings(data: CaseTensors, opts: TrainOptions, share: float) -> dict[str, torch.Tensor] | None:
+    if share <= 0.0:
+        return None
+    name = opts.label_set or ("phantom" if opts.data == "phantom" else None)
+    if name is None:
+        raise InvalidInputError("label_set", f"the preset's loss.label_targets is {share}: name the label set the "
+                                "manifest's labels come from (--label-set chexpert14, ptbxl_super, ...), or use a "
+                                "preset with label_targets 0")
+    findings = findings_by_modality(data, name)
+    if not any(bool(f.any()) for f in findings.values()):
+        raise InvalidInputError("label_set", f"no case carries a label of {name!r} that an X-ray or ECG shows; "
+                                "name the label set the data's labels come from")
+    return findings
+
+
 def epoch_batches(data: CaseTensors, seed: int, global_batch: int, window: int = 8) -> list[torch.Tensor]:
     """One epoch of global batches: random, except that each batch holds reports of similar length.
 
@@ -242,6 +273,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     total_steps = steps_per_epoch * opts.epochs
 
     report_tokens = tokenise_reports(bundle, data.reports)
+    findings = _label_findings(data, opts, max(label_target_shares(bundle.config["loss"]).values()))
     # fused: one kernel over all parameters; on 2 CPU cores the step takes ~3 ms instead of ~12.
     optimizer = torch.optim.AdamW(adamw_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6,
                                   fused=True)
@@ -288,7 +320,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             with amp:
                 emb = wrapped(batch)
             full = _full_rows(emb, present, batch_size, model.embed_dim)
-            loss, parts = loss_fn(full, present, emb["logit_scale"].float())
+            shown = None if findings is None else {m: f[idx].to(ctx.device) for m, f in findings.items()}
+            loss, parts = loss_fn(full, present, emb["logit_scale"].float(), shown)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="share of reports replaced, per step, by 1-3 of their sentences (0 = always whole reports)")
     train.add_argument("--augment", action="store_true",
                        help="shift and re-level X-rays, roll and scale ECGs each step (labels stay true; training/augment.py)")
+    train.add_argument("--label-set", default=None,
+                       help="label set of the data's labels, for a preset whose loss.label_targets > 0 "
+                            "(default: phantom for phantom data)")
     train.add_argument("--split", default="train", help="manifest: rows of this split ('' = all)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     train.add_argument("--max-minutes", type=float, default=None, help="training time budget: the learning-rate decay is fitted into it, and training stops and saves at its end")
@@ -59,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
-        split=args.split or None, threads=args.threads,
+        label_set=args.label_set, split=args.split or None, threads=args.threads,
         resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress,
     ))
     if summary.get("rank", 0) == 0:
