@@ -59,7 +59,10 @@ class MaskedClipLoss(ClipLoss):
             loss_a = F.cross_entropy(logits_a[rows], labels[rows])
             loss_b = F.cross_entropy(logits_b[rows], labels[rows])
             return (loss_a + loss_b) / 2
-        targets = _label_aware_targets(findings, self._gather_rows(findings), labels, all_valid, label_targets)
+        gathered = self._gather_rows(findings)
+        # Without local_loss every rank scores the whole gathered batch: its rows are the gathered ones.
+        own_rows = findings if (self.local_loss or self.world_size == 1) else gathered
+        targets = _label_aware_targets(own_rows, gathered, labels, all_valid, label_targets)
         return (_soft_cross_entropy(logits_a[rows], targets[rows], all_valid)
                 + _soft_cross_entropy(logits_b[rows], targets[rows], all_valid)) / 2
 

@@ -148,7 +148,9 @@ def _rank_loss(rank: int, init_file: str, result_dir: str) -> None:
     rows = slice(rank * 4, rank * 4 + 4)
     value = loss.masked_forward(a[rows], b[rows], valid[rows], torch.tensor(10.0))
     soft = loss.masked_forward(a[rows], b[rows], valid[rows], torch.tensor(10.0), FINDINGS[rows], 0.5)
-    torch.save(torch.stack([value.detach(), soft.detach()]), os.path.join(result_dir, f"{rank}.pt"))
+    whole = MaskedClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=2).masked_forward(
+        a[rows], b[rows], valid[rows], torch.tensor(10.0), FINDINGS[rows], 0.5)
+    torch.save(torch.stack([value.detach(), soft.detach(), whole.detach()]), os.path.join(result_dir, f"{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -170,3 +172,6 @@ def test_two_gloo_ranks_see_each_others_negatives():
         torch.testing.assert_close(per_rank[rank][0], want)
         # label-aware targets compare a rank's rows with the findings gathered from every rank
         torch.testing.assert_close(per_rank[rank][1], _label_aware_reference(a, b, valid, FINDINGS, 0.5, 10.0, rows))
+        # without local_loss every rank scores the whole gathered batch
+        torch.testing.assert_close(per_rank[rank][2], _label_aware_reference(a, b, valid, FINDINGS, 0.5, 10.0,
+                                                                             torch.nonzero(valid).flatten()))
