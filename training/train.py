@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from encoders.config import label_target_shares
 from encoders.errors import InvalidInputError
 from encoders.factory import ModelBundle, create_model
 from encoders.loss import TriModalLoss
+from encoders.sentences import split_sentences
 from training.augment import Augmentation
 from training.case_tensors import CaseTensors
 from training.schedule import adamw_groups, warmup_cosine
@@ -102,9 +102,6 @@ def load_training_data(bundle: ModelBundle, opts: TrainOptions, world: int = 1) 
     return manifest_case_tensors(bundle, opts.data, split=opts.split, limit=opts.cases or None)
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
 def sample_sentences(report: str, generator: torch.Generator, most: int = 3) -> str:
     """1..`most` of the report's sentences, in their order.
 
@@ -115,7 +112,7 @@ def sample_sentences(report: str, generator: torch.Generator, most: int = 3) -> 
     (sentence sampling as in CXR-CLIP, You et al. 2023). A sampled text describes its image only in
     part, so most steps keep the whole report.
     """
-    sentences = [p.strip() for p in _SENTENCE_END.split(report) if p and p.strip()]
+    sentences = split_sentences(report)
     if len(sentences) <= 1:
         return report
     k = int(torch.randint(1, min(most, len(sentences)) + 1, (1,), generator=generator))

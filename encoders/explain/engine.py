@@ -256,7 +256,7 @@ def _text_token_relevance(model, tokens: dict[str, torch.Tensor], targets: torch
     """(scores [B], relevance [B, L] of each token) read out the way the tower pools."""
     mask = tokens["attention_mask"]
     pooling = model.text.pooling
-    if pooling != "mean_query":
+    if pooling not in ("mean_query", "sentence_query"):
         scores, relevance, _ = _scores_and_relevance(model, "text", lambda: model.encode_text(**tokens), targets, method)
         if pooling == "mean":
             return scores, mean_pool_readout(relevance, mask)
@@ -267,9 +267,10 @@ def _text_token_relevance(model, tokens: dict[str, torch.Tensor], targets: torch
         picked = relevance[torch.arange(relevance.shape[0]), rows]
         eye = torch.nn.functional.one_hot(rows, mask.shape[1]).to(picked.dtype)
         return scores, (picked - eye).clamp(min=0) * mask.to(picked.dtype)
-    # The top layer ran on one query row: its [B, H, 1, L] attention is the last captured. With no
-    # layer below it, the rows it reads carry only themselves (identity relevance).
+    # The top layer ran on one query row (per sentence): its [B, H, Q, L] attention is the last
+    # captured. With no layer below it, the rows it reads carry only themselves (identity relevance).
     identity = torch.eye(mask.shape[1]).expand(mask.shape[0], -1, -1)
+    rows = model.text.pooling_weights(tokens["input_ids"], mask)
     with _explaining(model, method) as captured:
         scores = (model.encode_text(**tokens) * targets).sum(dim=-1)
         attentions = captured["text"]
@@ -277,8 +278,8 @@ def _text_token_relevance(model, tokens: dict[str, torch.Tensor], targets: torch
         if method == "chefer":
             grads = torch.autograd.grad(scores.sum(), attentions)
             prefix = chefer_relevance([a.detach() for a in below], list(grads[:-1])) if below else identity
-            relevance = query_row_readout(prefix, top.detach(), grads[-1], mask)
+            relevance = query_row_readout(prefix, top.detach(), grads[-1], mask, rows)
         else:
             prefix = attention_rollout(below) if below else identity
-            relevance = query_row_readout(prefix, top, None, mask)
+            relevance = query_row_readout(prefix, top, None, mask, rows)
     return scores.detach(), relevance.detach()

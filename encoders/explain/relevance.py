@@ -65,20 +65,29 @@ def mean_pool_readout(relevance: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 
 def query_row_readout(prefix_relevance: torch.Tensor, top_attention: torch.Tensor,
-                      top_gradient: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor:
-    """"mean_query"-pooled text towers: relevance of the input tokens for the pooled row, [B, N].
+                      top_gradient: torch.Tensor | None, attention_mask: torch.Tensor,
+                      row_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """"mean_query" / "sentence_query" text towers: relevance of the input tokens for the pooled row, [B, N].
 
-    The pooled row is the top layer run on one query row, the mean of the rows below, attending
-    ([B, H, 1, N] `top_attention`) over every token. Its relevance is the mean of the token rows of
+    Each pooled row q is the top layer run on one query row, the mean of the rows below it reads
+    (`row_weights` [B, Q, N], 0/1; default one row over every real token), attending
+    ([B, H, Q, N] `top_attention`) over them. Its relevance is the mean of those token rows of
     `prefix_relevance` (identity taken out, as in `mean_pool_readout`) plus what the top layer's
     attention adds: Chefer's rule, (dS/dA ⊙ A)^+ averaged over heads, times the rows it reads; with
-    no gradient (rollout), half the head-averaged attention, as rollout mixes in the residual.
+    no gradient (rollout), half the head-averaged attention, as rollout mixes in the residual. The
+    embedding is the mean of its rows (one per sentence), and so is the relevance.
     """
-    base = mean_pool_readout(prefix_relevance, attention_mask)
+    mask = attention_mask.to(prefix_relevance.dtype)
+    if row_weights is None:
+        row_weights = mask[:, None]
+    row_weights = row_weights.to(prefix_relevance.dtype)
+    eye = torch.eye(prefix_relevance.shape[-1], dtype=prefix_relevance.dtype, device=prefix_relevance.device)
+    counts = row_weights.sum(dim=-1, keepdim=True)
+    base = ((row_weights @ (prefix_relevance - eye)) / counts.clamp_min(1.0)).clamp(min=0) * mask[:, None]
     if top_gradient is not None:
-        cam = (top_gradient * top_attention).clamp(min=0).mean(dim=1)            # [B, 1, N]
-        added = (cam @ prefix_relevance)[:, 0]
+        per_row = base + (top_gradient * top_attention).clamp(min=0).mean(dim=1) @ prefix_relevance
     else:
-        added = 0.5 * (top_attention.mean(dim=1) @ prefix_relevance)[:, 0]
-        base = 0.5 * base
-    return (base + added).clamp(min=0) * attention_mask.to(prefix_relevance.dtype)
+        per_row = 0.5 * base + 0.5 * (top_attention.mean(dim=1) @ prefix_relevance)
+    present = counts.gt(0).to(per_row.dtype)                                      # [B, Q, 1]
+    pooled = (per_row * present).sum(dim=1) / present.sum(dim=1).clamp_min(1.0)
+    return pooled.clamp(min=0) * mask

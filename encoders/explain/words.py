@@ -9,7 +9,6 @@ written, whitespace and line breaks included.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -21,29 +20,17 @@ class WordSpans:
     token_word: np.ndarray            # [L] word index of each token, -1 for special and padding tokens
 
 
-@lru_cache(maxsize=4)
-def _fast_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, use_fast=True)
-
-
 def word_spans(bundle, text: str) -> WordSpans:
     """Word segmentation of `text` aligned with `bundle.tokenizer([text])`'s tokens (same truncation)."""
-    from encoders.text_encoder import resolve_model_path
-
-    cfg = bundle.config["text"]
-    tokenizer = _fast_tokenizer(resolve_model_path(cfg.get("tokenizer") or cfg["model"]))
-    encoded = tokenizer(text, truncation=True, max_length=int(cfg["max_length"]), return_offsets_mapping=True)
-    word_ids = encoded.word_ids()
-    offsets = encoded["offset_mapping"]
+    token_spans = bundle.tokenizer.token_spans(text)
     words: list[str] = []
     spans: list[tuple[int, int]] = []
-    token_word = np.full(len(word_ids), -1, dtype=np.int64)
+    token_word = np.full(len(token_spans), -1, dtype=np.int64)
     index_of: dict[int, int] = {}
-    for position, (word_id, (start, end)) in enumerate(zip(word_ids, offsets)):
-        if word_id is None:
+    for position, span in enumerate(token_spans):
+        if span is None:
             continue
+        start, end, word_id = span
         if word_id not in index_of:
             index_of[word_id] = len(words)
             words.append("")
