@@ -12,6 +12,7 @@ from encoders import create_model, list_presets, load_model, save_checkpoint
 from encoders.attention import attention_modules, linear_drop_ratios
 from encoders.config import resolve_config
 from encoders.errors import InvalidInputError
+from text_helpers import make_adapters_matter, output_and_lora_grads
 
 REPORTS = ["Cardiomegaly. Small left pleural effusion.", "Normal chest radiograph.", "Sinus rhythm, LBBB."]
 
@@ -192,9 +193,7 @@ def test_cls_pooling_runs_top_layer_on_first_row_only_with_same_numbers(top_laye
     config["text"]["lora"]["top_layers"] = top_layers
     torch.manual_seed(0)
     model = create_model(config).model.eval()
-    for name, p in model.text.named_parameters():
-        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
-            torch.nn.init.normal_(p, std=0.2)
+    make_adapters_matter(model.text)
     tokens = create_model(config).tokenizer(REPORTS)
     fast = model.text(**tokens)
     full = model.text.model(**tokens).last_hidden_state[:, 0]
@@ -273,9 +272,7 @@ def mean_query_bundle():
     config["ecg"]["stem"] = "patch_conv"
     torch.manual_seed(0)
     bundle = create_model(config)
-    for name, p in bundle.model.text.named_parameters():
-        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
-            torch.nn.init.normal_(p, std=0.2)
+    make_adapters_matter(bundle.model.text)
     return bundle
 
 
@@ -447,25 +444,12 @@ def test_cached_key_value_projections_match_the_live_top_layer(pooling, targets,
     torch.manual_seed(0)
     bundle = create_model(config)
     text = bundle.model.text
-    for name, p in text.named_parameters():
-        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
-            torch.nn.init.normal_(p, std=0.2)
+    make_adapters_matter(text)
     tokens = bundle.tokenizer(REPORTS)
     weights = torch.randn(len(REPORTS), text.width, generator=torch.Generator().manual_seed(2))
     text.train()
-
-    def run(cached: bool):
-        text.enable_prefix_cache(cached)
-        if cached:
-            text(**tokens)  # fills the cache
-        text.zero_grad()
-        torch.manual_seed(5)
-        out = text(**tokens)
-        (out * weights).sum().backward()
-        return out.detach(), {n: p.grad.clone() for n, p in text.named_parameters() if p.requires_grad}
-
-    live, live_grads = run(False)
-    cached, cached_grads = run(True)
+    live, live_grads = output_and_lora_grads(text, tokens, weights, cached=False)
+    cached, cached_grads = output_and_lora_grads(text, tokens, weights, cached=True)
     assert text._cache and all(key.startswith(b"kv:") for key in text._cache)
     torch.testing.assert_close(cached, live, atol=2e-3, rtol=2e-3)
     assert live_grads.keys() == cached_grads.keys()

@@ -15,6 +15,7 @@ from encoders.explain.items import text_item
 from encoders.explain.targets import text_target
 from encoders.explain.words import word_spans
 from encoders.sentences import sentence_spans, split_sentences
+from text_helpers import make_adapters_matter, output_and_lora_grads
 
 REPORT = "FINDINGS: Small left pneumothorax.  No effusion.\nIMPRESSION: Heart size 1.5 times normal!\nECG:\nSinus rhythm."
 SENTENCES = ["FINDINGS: Small left pneumothorax.", "No effusion.", "IMPRESSION: Heart size 1.5 times normal!",
@@ -38,9 +39,7 @@ def bundle():
     config["text"]["lora"].update(target_modules=["query", "key", "value", "dense"], top_layers=1)
     torch.manual_seed(0)
     bundle = create_model(config)
-    for name, p in bundle.model.text.named_parameters():
-        if "lora_B" in name:  # LoRA B starts at zero; make the adapters matter
-            torch.nn.init.normal_(p, std=0.2)
+    make_adapters_matter(bundle.model.text)
     return bundle
 
 
@@ -87,20 +86,9 @@ def test_cached_and_uncached_sentences_agree_and_lora_trains(bundle):
     tokens = bundle.tokenizer([REPORT, "No effusion.", SENTENCES[2]])
     weights = torch.randn(3, text.width, generator=torch.Generator().manual_seed(3))
     text.train()
-
-    def run(cached: bool):
-        text.enable_prefix_cache(cached)
-        if cached:
-            text(**tokens)  # fills the cache
-        text.zero_grad()
-        torch.manual_seed(5)  # the same dropout masks in both runs
-        out = text(**tokens)
-        (out * weights).sum().backward()
-        return out.detach(), {n: p.grad.clone() for n, p in text.named_parameters() if p.requires_grad}
-
     try:
-        live, live_grads = run(False)
-        cached, cached_grads = run(True)
+        live, live_grads = output_and_lora_grads(text, tokens, weights, cached=False)
+        cached, cached_grads = output_and_lora_grads(text, tokens, weights, cached=True)
         keys = list(text._cache)
     finally:
         text.enable_prefix_cache(False)
