@@ -20,8 +20,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade -q pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install --no-cache-dir --upgrade -q pip
+	$(PY) -m pip install --no-cache-dir -q -e '.[test]'
 	touch $(STAMP)
 
 test: $(STAMP)
