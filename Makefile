@@ -16,11 +16,22 @@ SEED_CASES ?= 2000
 
 .PHONY: install test serve bench clean-venv protos
 
+define TORCH_PINS
+import tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+print(" ".join(d for d in deps if d.startswith(("torch==", "torchvision=="))))
+endef
+export TORCH_PINS
+
 install: $(STAMP)
 
+# torch and torchvision go first, on their own (pins read from pyproject.toml): pip keeps every wheel it
+# downloaded until its whole install ends, and torch's CUDA wheels are most of them. No pip cache: it
+# would hold a second copy. A CI run ran out of disk during the single-step install.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --no-cache-dir --upgrade -q pip
+	$(PY) -m pip install --no-cache-dir -q $$($(PY) -c "$$TORCH_PINS")
 	$(PY) -m pip install --no-cache-dir -q -e '.[test]'
 	touch $(STAMP)
 
