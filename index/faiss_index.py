@@ -41,11 +41,14 @@ class IndexPolicy:
     hnsw_ef_search: int = 128
     postfilter_max_candidates: int = 2048  # filtered search first post-filters up to this many candidates (0: never)
     exact_max_selected: int = 2048     # a filter selecting at most this many rows is answered by brute force
+    background_nice: int = 10          # retraining aside runs this much nicer than searches (0: as nice); see index/thread_priority.py
     seed: int = 1234
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"IndexPolicy.kind must be one of {KINDS}, got {self.kind!r}")
+        if not 0 <= self.background_nice <= 19:
+            raise ValueError(f"IndexPolicy.background_nice must be 0..19 (a nice-value increment), got {self.background_nice}")
 
     def kind_for(self, n: int) -> str:
         if self.kind != "auto":

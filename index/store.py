@@ -40,6 +40,7 @@ from index.records import (MODALITIES, Case, Embedding, ModalityStats, SearchFil
 from index.rwlock import ReadWriteLock
 from index.search_plan import Paging, Selection, exact_subset, index_search
 from index.snapshot import SnapshotInfo, load_index, read_sidecar, write_snapshot
+from index.thread_priority import lower_thread_priority
 from index.sqlite_schema import connect, create_schema
 from index.validation import (REINDEX_HINT, check_modality, check_vector, validate_batch, validate_filter,
                               validate_paging)
@@ -185,6 +186,7 @@ class CaseStore:
     def _build_aside(self, modality: str, vec_hwm: int, removal_hwm: int) -> None:
         """Build from SQLite up to the marks, catch up, and swap in; the write lock is held only for
         the last catch-up, once what is left to add is small."""
+        lower_thread_priority(self.policy.background_nice)  # searches meanwhile come first
         swapped = False
         try:
             ids, vectors = self._aside_rows(modality, 0, vec_hwm)

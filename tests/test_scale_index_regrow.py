@@ -165,3 +165,34 @@ def test_server_shutdown_does_not_wait_past_retrain_wait_s(tmp_path, monkeypatch
         assert store.wait_for_maintenance(60)
     with pytest.raises(ValueError, match="retrain_wait_s"):
         ServerConfig(data_dir=tmp_path / "s", retrain_wait_s=-1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_retraining_aside_runs_nicer_than_the_threads_that_search(tmp_path, monkeypatch):
+    import os
+
+    vectors = unit_vectors(1700, seed=8, clusters=20)
+    real_build = store_module.ModalityIndex.build
+    seen: list[int] = []
+
+    def recording_build(policy, dim, ids, vecs):
+        if threading.current_thread().name.startswith("regrow"):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real_build(policy, dim, ids, vecs)
+
+    monkeypatch.setattr(store_module.ModalityIndex, "build", staticmethod(recording_build))
+    main_nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    policy = IndexPolicy(flat_max_vectors=200, ivf_min_lists=2, nprobe=64, background_nice=7)
+    with CaseStore(tmp_path / "s", dim=DIM, model_version=VERSION, policy=policy) as store:
+        store.upsert_many(make_cases(vectors[:400]))
+        store.upsert_many(make_cases(vectors[400:], start=400))  # > 4 x 400: retrained aside
+        assert store.wait_for_maintenance(60)
+        assert store._indexes["xray"].trained_for == 1700
+        assert seen == [min(19, main_nice + 7)]
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the caller is untouched
+        assert store.search("xray", vectors[5], k=1).hits[0].case_id == "c5"
+
+
+def test_background_nice_is_checked():
+    with pytest.raises(ValueError, match="background_nice"):
+        IndexPolicy(background_nice=25)
