@@ -40,8 +40,8 @@ from index.records import (MODALITIES, Case, Embedding, ModalityStats, SearchFil
 from index.rwlock import ReadWriteLock
 from index.search_plan import Paging, Selection, exact_subset, index_search
 from index.snapshot import SnapshotInfo, load_index, read_sidecar, write_snapshot
-from index.thread_priority import lower_thread_priority
 from index.sqlite_schema import connect, create_schema
+from index.thread_priority import lower_thread_priority
 from index.validation import (REINDEX_HINT, check_modality, check_vector, validate_batch, validate_filter,
                               validate_paging)
 

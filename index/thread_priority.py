@@ -39,4 +39,3 @@ def lower_thread_priority(nice: int) -> bool:
     except OSError as exc:  # a sandbox may forbid it; maintenance then runs at normal priority
         log.warning("could not lower the priority of index maintenance (%s); it runs at normal priority", exc)
         return False
-    return True
