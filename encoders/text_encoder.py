@@ -313,7 +313,9 @@ class TextEncoder(nn.Module):
             fresh = self._run_prefix(input_ids[todo], attention_mask[todo])
             if kv_layer is not None:
                 attention = kv_layer.attention.self
-                fresh = torch.cat([fresh, _base_linear(attention.key)(fresh), _base_linear(attention.value)(fresh)], -1)
+                with torch.autocast(input_ids.device.type, enabled=False):  # fp32, as _run_prefix says why
+                    fresh = torch.cat([fresh, _base_linear(attention.key)(fresh),
+                                       _base_linear(attention.value)(fresh)], -1)
             for row, i in enumerate(todo):
                 # fp16 halves the cache; these are post-LayerNorm activations of order 1 and their
                 # projections (|k|, |v| of order 1-10: fp16 keeps ~3 significant digits).
@@ -328,10 +330,14 @@ class TextEncoder(nn.Module):
         return out[..., : self.width], out[..., self.width:]
 
     def _run_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self._embed(input_ids, attention_mask)
-        mask = self._layer_mask(input_ids, attention_mask, hidden)
-        for layer in _layer_list(self.base)[: self.frozen_prefix]:
-            hidden = layer(hidden, mask)
+        # Always fp32, even inside a bf16 autocast training step: serving computes the prefix in fp32,
+        # so a bf16 one would add a train/serve difference (bf16 keeps ~2-3 significant digits), and
+        # with the prefix cache on it runs once per report (rows past the cache's byte budget excepted).
+        with torch.autocast(input_ids.device.type, enabled=False):
+            hidden = self._embed(input_ids, attention_mask)
+            mask = self._layer_mask(input_ids, attention_mask, hidden)
+            for layer in _layer_list(self.base)[: self.frozen_prefix]:
+                hidden = layer(hidden, mask)
         return hidden
 
     @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warm-up + cosine, clipping, AMP on GPU, checkpoint + resume, torchrun.
+"""The training loop: AdamW, warm-up + cosine, clipping, bf16 autocast (GPU, and CPUs with native bf16), checkpoint + resume, torchrun.
 
 One process: `tribind train ...`. Several: `torchrun --nproc_per_node N -m tribind train ...`
 (gloo on CPU, NCCL on GPU). Every rank holds the whole (in-memory) data set and takes its slice of
@@ -32,6 +32,7 @@ from encoders.loss import TriModalLoss
 from encoders.sentences import split_sentences
 from training.augment import Augmentation
 from training.case_tensors import CaseTensors
+from training.precision import autocast, resolve_precision
 from training.schedule import adamw_groups, warmup_cosine
 
 STATE_FILE = "train_state.pt"
@@ -58,6 +59,7 @@ class TrainOptions:
     label_set: str | None = None     # vocabulary for the loss's label-aware targets (None: phantom for phantom data)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
+    precision: str = "auto"          # forward pass: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
     resume: bool = False
     log_every: int = 10
     max_minutes: float | None = None  # time budget: the cosine decay fits in it; stop (and save) at its end
@@ -252,6 +254,7 @@ def _write_metrics(out: Path, record: dict[str, Any]) -> None:
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Train per `opts`; returns a summary (model_version, steps, seconds, last loss)."""
     ctx = _setup_distributed()
+    precision = resolve_precision(opts.precision, ctx.device)  # before any work: a bad value fails at once
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     out = Path(opts.out)
@@ -293,11 +296,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         # Some modality can be absent from a whole local batch: its tower then gets no gradient.
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     loss_fn = TriModalLoss(bundle.config["loss"], rank=ctx.rank, world_size=ctx.world)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
     if ctx.main:
         _write_metrics(out, {"event": "start", "options": asdict(opts), "cases": len(data), "world_size": ctx.world,
-                             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
+                             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "precision": precision,
                              "setup_seconds": round(time.time() - started, 2)})
     train_started = clock["start"] = time.time()
     loss_value, stopped_early = float("nan"), False
@@ -314,7 +316,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             idx = chunk[ctx.rank * batch_size:(ctx.rank + 1) * batch_size]
             batch, present = _batch_inputs(bundle, data, idx, ctx.device, opts.sentence_sampling, sampler,
                                            augmentation, report_tokens)
-            with amp:
+            with autocast(precision, ctx.device):
                 emb = wrapped(batch)
             full = _full_rows(emb, present, batch_size, model.embed_dim)
             shown = None if findings is None else {m: f[idx].to(ctx.device) for m, f in findings.items()}

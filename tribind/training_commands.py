@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(default: phantom for phantom data)")
     train.add_argument("--split", default="train", help="manifest: rows of this split ('' = all)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                       help="forward pass: auto = bf16 autocast on CUDA and on CPUs with native bf16 "
+                            "(AVX512-BF16/AMX), else fp32 (default: auto)")
     train.add_argument("--max-minutes", type=float, default=None, help="training time budget: the learning-rate decay is fitted into it, and training stops and saves at its end")
     train.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     train.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -62,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
-        label_set=args.label_set, split=args.split or None, threads=args.threads,
+        label_set=args.label_set, split=args.split or None, threads=args.threads, precision=args.precision,
         resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress,
     ))
     if summary.get("rank", 0) == 0:
