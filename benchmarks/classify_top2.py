@@ -65,7 +65,9 @@ def measure(bundle: Any, seed: int = 99, films: int = 100, labels: tuple[str, ..
                 if scored.label in wanted and scored.label in case.labels:
                     break
                 above[("true " if scored.label in case.labels else "false ") + scored.label] += 1
-        return {"model_version": served.model_version, "calibrated": scorer.calibration is not None,
+        ids = [label.id for label in label_set.for_modality("xray")]
+        calibrated = scorer.calibration is not None and scorer.calibration.covers(label_set.name, "xray", ids)
+        return {"model_version": served.model_version, "calibrated": calibrated,
                 "seed": seed, "labels": list(labels), "films": seen, "top2": hits,
                 "rate": round(hits / seen, 4) if seen else None,
                 "misses_behind_two_true_findings": behind_true,
