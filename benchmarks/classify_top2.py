@@ -38,11 +38,11 @@ def measure(bundle: Any, seed: int = 99, films: int = 100, labels: tuple[str, ..
     try:
         scorer = LabelScorer(served)
         label_set = scorer.builtin("phantom")
-        known = {label.id for label in label_set.for_modality("xray")}
-        unknown = sorted(set(labels) - known)
+        ids = [label.id for label in label_set.for_modality("xray")]
+        unknown = sorted(set(labels) - set(ids))
         if unknown:
             raise ValueError(f"labels: {', '.join(unknown)} are not X-ray labels of the phantom set; "
-                             f"use some of {', '.join(sorted(known))}")
+                             f"use some of {', '.join(sorted(ids))}")
         wanted = set(labels)
         hits, seen, behind_true, above = 0, 0, 0, Counter()
         for index in range(max_cases):
@@ -65,7 +65,6 @@ def measure(bundle: Any, seed: int = 99, films: int = 100, labels: tuple[str, ..
                 if scored.label in wanted and scored.label in case.labels:
                     break
                 above[("true " if scored.label in case.labels else "false ") + scored.label] += 1
-        ids = [label.id for label in label_set.for_modality("xray")]
         calibrated = scorer.calibration is not None and scorer.calibration.covers(label_set.name, "xray", ids)
         return {"model_version": served.model_version, "calibrated": calibrated,
                 "seed": seed, "labels": list(labels), "films": seen, "top2": hits,

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(default: phantom for phantom data)")
     train.add_argument("--split", default="train", help="manifest: rows of this split ('' = all)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    # training.precision.PRECISIONS, spelled out: importing it would pull torch in at CLI start-up.
     train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                        help="forward pass: auto = bf16 autocast on CUDA and on CPUs with native bf16 "
                             "(AVX512-BF16/AMX), else fp32 (default: auto)")
