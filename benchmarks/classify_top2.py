@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     from encoders import load_model
 
     torch.set_num_threads(args.threads)
-    result = measure(load_model(args.checkpoint), args.seed, args.films, tuple(args.labels.split(",")))
+    try:
+        result = measure(load_model(args.checkpoint), args.seed, args.films, tuple(args.labels.split(",")))
+    except ValueError as exc:  # a bad --labels or --checkpoint: one line, not a traceback
+        parser.error(str(exc))
     print(json.dumps({"checkpoint": args.checkpoint, **result}, indent=1))
     return 0
 
