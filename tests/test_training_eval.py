@@ -65,6 +65,9 @@ def test_eval_json_contract(tmp_path):
         for modality in ("xray", "ecg"):
             zs = figures["zero_shot"][modality]
             assert 0.0 <= zs["macro_auroc"] <= 1.0 and zs["per_label"]
+            probes = figures["shared_traits"][modality]
+            assert set(probes) == {"heart_axis_deg", "ctr", "habitus"}
+            assert all(r2 is None or r2 <= 1.0 for r2 in probes.values())
 
 
 def test_untrained_model_scores_near_chance():

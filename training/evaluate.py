@@ -10,6 +10,9 @@ Definitions (also in README.md):
   modalities (text sees all; xray its findings; ecg its findings); for xray<->ecg, which see disjoint
   findings, every non-normal label of the case counts (a case-level match). Queries with no relevant
   label are skipped (label_queries says how many counted).
+- shared_traits.<xray|ecg>.<trait>: two-fold R^2 of a linear (ridge) probe from the modality's
+  embedding to a trait both pictures show (heart_axis_deg, ctr, habitus; training/trait_probe.py):
+  what the X-ray<->ECG pair can match a case by, beyond its findings.
 - random_init: the same figures for a freshly initialised model of the same preset (seeded by --seed):
   what the metrics read when nothing was learned.
 """
@@ -28,6 +31,7 @@ from encoders.labelsets import LabelSet, load_labelset
 from encoders.zero_shot import classify
 from training.case_tensors import CaseTensors, embed_cases
 from training.metrics import auroc, retrieval_metrics
+from training.trait_probe import phantom_traits, shared_trait_probe
 
 DIRECTIONS: tuple[tuple[str, str], ...] = tuple(permutations(("xray", "ecg", "text"), 2))
 
@@ -70,12 +74,19 @@ def retrieval_all(data: CaseTensors, embeddings: dict[str, torch.Tensor], labels
     return out
 
 
-def evaluate_bundle(bundle: ModelBundle, data: CaseTensors, labelset: LabelSet) -> dict[str, Any]:
-    """zero_shot and retrieval figures of one model on prepared cases."""
+def evaluate_bundle(bundle: ModelBundle, data: CaseTensors, labelset: LabelSet,
+                    traits: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """zero_shot and retrieval figures of one model on prepared cases; with `traits` (one value per
+    case, `training.trait_probe.phantom_traits`), also shared_traits."""
     embeddings = embed_cases(bundle, data)
-    return {"model_version": bundle.model_version,
-            "zero_shot": zero_shot_metrics(bundle, data, embeddings, labelset),
-            "retrieval": retrieval_all(data, embeddings, labelset)}
+    result = {"model_version": bundle.model_version,
+              "zero_shot": zero_shot_metrics(bundle, data, embeddings, labelset),
+              "retrieval": retrieval_all(data, embeddings, labelset)}
+    if traits is not None:
+        result["shared_traits"] = shared_trait_probe(
+            {m: embeddings[m].numpy() for m in ("xray", "ecg")},
+            {m: data.present(m).numpy() for m in ("xray", "ecg")}, traits)
+    return result
 
 
 def random_init_like(bundle: ModelBundle, seed: int) -> ModelBundle:
@@ -98,9 +109,10 @@ def evaluate_phantom(bundle: ModelBundle, cases: int, seed: int, labelset: str =
                                 missing_rate=DEFAULT_MISSING_RATE if missing_rate is None else missing_rate)
     prepared = time.time()
     bundle.model.text.enable_prefix_cache()
-    result = evaluate_bundle(bundle, data, labels)
+    traits = phantom_traits(seed, len(data))
+    result = evaluate_bundle(bundle, data, labels, traits)
     if random_init:
-        baseline = evaluate_bundle(random_init_like(bundle, seed), data, labels)
+        baseline = evaluate_bundle(random_init_like(bundle, seed), data, labels, traits)
         result["random_init"] = baseline
     result.update({"cases": len(data), "seed": seed, "labelset": labels.name,
                    "data_seconds": round(prepared - started, 1), "seconds": round(time.time() - started, 1)})
