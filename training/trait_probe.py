@@ -5,8 +5,9 @@ three continuous traits of the patient (training/phantom/latent.py): the heart's
 the heart, the ECG turns its frontal-plane dipole), the heart's size (CTR) and the habitus (the
 chest's width, the ECG's voltage). r@10 mixes all of them; a linear probe on each tower's embedding
 says which trait a model has learnt, and how sharply. Session 13 found the heart axis at R^2 0.78
-(X-ray) and 0.85 (ECG) for a model at ~10x chance r@10, and that the same similarities with the two
-axes known to +-6 degrees would read ~17x (README, The bundled checkpoint, Session 13).
+(X-ray) and 0.85 (ECG) for a model at ~10x chance r@10, and that its similarities, plus a penalty on
+the two cases' axis difference known to +-6 degrees, would read ~17x (README, The bundled checkpoint,
+Session 13).
 
 Probe: ridge regression (lambda 1) from the embedding to the trait, fitted on alternate cases and
 scored (R^2) on the others, both ways round, averaged. R^2 <= 0 means the trait cannot be read
