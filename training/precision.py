@@ -4,8 +4,8 @@ Why bf16 on a CPU at all: on cores with native bf16 dot products (AVX512-BF16, A
 matrix products of an autocast bf16 step at about twice the fp32 rate. On the 2-core AMD EPYC
 machine of this project a tiny-preset X-ray forward+backward of 32 films took 146-161 ms in bf16
 against 258-286 ms in fp32, the ECG tower 61-69 against 100-102 ms. A 17-minute run of the
-tiny recipe made 1765-2297 steps in bf16 against 1330 in fp32 (README, Session 12); whether more
-steps lift a given figure is measured there, run by run.
+tiny recipe made 1765-1772 steps in bf16 (up to 2297 with LoRA dropout 0) against 1330 in fp32
+(README, Sessions 12 and 13); whether more steps lift a given figure is measured there, run by run.
 
 Why not everywhere: on a CPU without those instructions bf16 is emulated and slower than fp32, so
 `auto` picks bf16 only where the CPU says it has them (and on CUDA, as before). Weights, the
