@@ -165,8 +165,8 @@ class Embeddings:
 class Relevance:
     """One explained side: how much each region of one item drives `score` (cos with `target`).
 
-    `relevance` is shaped: xray [gh, gw] ViT patches of the model input (the film resized and padded to a
-    square); ecg [12, W] lead x time window (rows `lead_names`, window w covers
+    `relevance` is shaped: xray [gh, gw] ViT tokens of the model input (the film resized and padded to a
+    square), token (r, c) centred on input pixel token_origin_px + (r, c) * token_stride_px; ecg [12, W] lead x time window (rows `lead_names`, window w covers
     time_offset_s + [w, w + 1) * window_s seconds) with `time_relevance` [W] summed over leads; text
     [n_words] with `words` and their character `spans` in the explained text. Values are >= 0.
     """
@@ -178,6 +178,8 @@ class Relevance:
     item: str
     relevance: np.ndarray
     time_relevance: np.ndarray | None = None
+    token_origin_px: float = 0.0
+    token_stride_px: float = 0.0
     window_s: float = 0.0
     time_offset_s: float = 0.0
     lead_names: list[str] = field(default_factory=list)
@@ -193,6 +195,7 @@ class Relevance:
             target=message.target, item=message.item,
             relevance=np.asarray(message.values, dtype=np.float32).reshape(shape),
             time_relevance=np.asarray(message.time_values, dtype=np.float32) if message.time_values else None,
+            token_origin_px=float(message.token_origin_px), token_stride_px=float(message.token_stride_px),
             window_s=float(message.window_s), time_offset_s=float(message.time_offset_s),
             lead_names=list(message.lead_names), words=list(message.words),
             spans=[(int(s.start), int(s.end)) for s in message.spans], truncated=message.truncated,
@@ -203,7 +206,8 @@ class Relevance:
         out = {"modality": self.modality, "method": self.method, "score": self.score, "target": self.target,
                "item": self.item, "relevance": self.relevance.tolist()}
         if self.modality == "xray":
-            out["grid"] = list(self.relevance.shape)
+            out.update(grid=list(self.relevance.shape), token_origin_px=self.token_origin_px,
+                       token_stride_px=self.token_stride_px)
         if self.modality == "ecg":
             out.update(time_relevance=None if self.time_relevance is None else self.time_relevance.tolist(),
                        window_s=self.window_s, time_offset_s=self.time_offset_s, lead_names=self.lead_names)

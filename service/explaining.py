@@ -352,6 +352,9 @@ def relevance_pb(explanation: Explanation, item: str) -> pb.Relevance:
         message.window_s = explanation.window_s
         message.time_offset_s = explanation.time_offset_s
         message.lead_names.extend(explanation.lead_names)
+    elif explanation.modality == "xray":
+        message.token_origin_px = explanation.token_origin_px
+        message.token_stride_px = explanation.token_stride_px
     elif explanation.modality == "text":
         message.words.extend(explanation.words)
         message.spans.extend(pb.TextSpan(start=a, end=b) for a, b in explanation.spans)

@@ -129,12 +129,13 @@ def test_pointing_rules_work_at_the_maps_resolution():
     tally = _Tally()
     mask = np.zeros((32, 32), dtype=bool)
     mask[14:18, :] = True                     # a thin band across rows 14-17: patch rows 1 (8-15) and 2 (16-23)
+    cells, centres = np.arange(32) // 8, np.arange(4) * 8 + 4   # a patch stem's cells: the nominal patches
     grid = np.zeros((4, 4))
     grid[1, 3] = 1.0                          # the patch covering rows 8-15: holds the band, centre (12) outside it
-    tally.point_xray("atelectasis", mask, grid)
+    tally.point_xray("atelectasis", mask, grid, cells, centres)
     grid = np.zeros((4, 4))
     grid[3, 0] = 1.0                          # rows 24-31: no band
-    tally.point_xray("atelectasis", mask, grid)
+    tally.point_xray("atelectasis", mask, grid, cells, centres)
     assert tally.hits["atelectasis"] == [True, False]
     assert tally.baselines["atelectasis"] == [0.5, 0.5]   # 8 of 16 patches hold part of the band
     assert tally.centre_hits["atelectasis"] == [False, False]

@@ -148,6 +148,8 @@ def test_explain_free_text_target_and_rollout(client, full_case):
                        options=ExplainOptions(method="rollout")).explanation
     assert e.subject.method == "rollout" and e.subject.target.startswith("text ")
     assert e.subject.relevance.shape == (GRID, GRID) and np.isfinite(e.subject.relevance).all()
+    # Where the grid sits on the model input comes over the wire (the test preset's patch stem: nominal patches).
+    assert e.subject.token_stride_px > 0 and e.subject.token_origin_px == (e.subject.token_stride_px - 1) / 2
 
 
 def test_explain_stored_case_matches_the_item_it_was_made_from(client, full_case):

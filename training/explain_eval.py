@@ -4,9 +4,12 @@ For every positive (case, finding) pair the item is explained against the findin
 (its positive prompt ensemble, the score being their cosine; with `contrast`, positive minus negative
 ensemble, the zero-shot logit over the temperature), then:
 
-- Pointing game (Zhang et al. 2016), at the resolution the explanation has: one patch, one time
-  window. X-ray (`pointing.xray`): a hit when the most relevant patch holds part of the finding's
-  pixel mask; the random baseline is the share of patches that do. ECG (`pointing.ecg`): a hit when
+- Pointing game (Zhang et al. 2016), at the resolution the explanation has: one token cell, one time
+  window. X-ray (`pointing.xray`): a hit when the most relevant token's cell holds part of the
+  finding's pixel mask; the random baseline is the share of cells that do. A cell is the pixels
+  nearest the token's centre, where the stem makes the token look (`XrayEncoder.token_geometry`):
+  the nominal patch for a patch convolution, half a patch up and left of it for the conv stem
+  (scored on the nominal patches until session 14, which put the tiny preset's X-ray figures lower). ECG (`pointing.ecg`): a hit when
   the most relevant time window of the lead-summed map (one window = one token,
   `patch_samples / sample_rate` s) overlaps one of the finding's intervals; the random baseline is the
   share of windows that do. Why patch and window, not pixel and sample: the map has one value per
@@ -18,13 +21,16 @@ ensemble, the zero-shot logit over the temperature), then:
   an empty lead list meaning every lead; baseline the share of recorded cells that are hits).
   Conditions whose baseline is 1 (rate changes: the whole record) cannot miss; they are reported with
   `"trivial": true` and kept out of the macro mean.
-- Deletion (Petsiuk et al. 2018, RISE): the most relevant patches (X-ray; replaced by the same patch
+- Deletion (Petsiuk et al. 2018, RISE): the most relevant token cells (X-ray; replaced by the same cell
   of the population's mean film, so a fully deleted film is the average chest film rather than a
   flat grey square, which the model reads as an opacity) or time windows (ECG; all leads set to
   0 mV, the isoelectric line after baseline removal) are removed first, in `steps` equal steps, and the cosine to the target is recorded. With s_k the score
   after step k (s_K: everything removed, the same image for every order):
   auc = mean_pairs(trapz(s_k - s_K)) / mean_pairs(s_0 - s_K) on k/K in [0, 1], for relevance order and
-  for random orders (`random_orders` of them); ratio = auc / random_auc (lower = more faithful).
+  for random orders (`random_orders` of them); ratio = auc / random_auc (lower = more faithful). Both
+  can go below 0: when taking out the most relevant regions drops the score under the fully deleted
+  input's, the curve runs below s_K (the tiny preset's films at some seeds: the mean film reads more
+  like the finding than a film whose finding region alone was replaced).
 """
 
 from __future__ import annotations
@@ -78,13 +84,26 @@ def _scores(bundle, modality: str, tensors: torch.Tensor, lead_mask: torch.Tenso
     return torch.cat(out)
 
 
+def _token_cells(xray) -> tuple[np.ndarray, np.ndarray]:
+    """([S] token of each pixel row / column, [g] centre pixel of each token): the regions the patch
+    grid refers to, where the stem makes each token look (`XrayEncoder.token_geometry`)."""
+    origin, stride = xray.token_geometry()
+    grid = xray.vit.grid_size[0]
+    centres = np.clip(np.floor(origin + stride * np.arange(grid) + 0.5), 0, xray.image_size - 1).astype(np.int64)
+    return xray.pixel_tokens(), centres
+
+
 def _deletion_curves(bundle, modality: str, items: Sequence[Item], explanations, targets: torch.Tensor,
                      steps: int, random_orders: int, rng: np.random.Generator,
                      mean_film: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(relevance-order curves [n, steps+1], random-order curves [n * random_orders, steps+1])."""
     inputs, masks, rows, orders_kind = [], [], [], []
     patch = bundle.model.ecg.patch
-    grid_h, grid_w = bundle.model.xray.vit.grid_size
+    grid_w = bundle.model.xray.vit.grid_size[1]
+    cells = bundle.model.xray.pixel_tokens()
+    # Token t removes the pixels of its cell: rows and columns [first[t], last[t]).
+    first = np.searchsorted(cells, np.arange(grid_w))
+    last = np.searchsorted(cells, np.arange(grid_w), side="right")
     for i, (item, explanation) in enumerate(zip(items, explanations)):
         units = explanation.relevance.size if modality == "xray" else explanation.heatmap.size
         ranked = np.argsort(-(explanation.relevance.ravel() if modality == "xray" else explanation.heatmap),
@@ -96,11 +115,9 @@ def _deletion_curves(bundle, modality: str, items: Sequence[Item], explanations,
                 if modality == "xray":
                     pixels = item.tensors["pixels"].clone()
                     fill = mean_film if mean_film is not None else torch.full_like(pixels, float(pixels.mean()))
-                    size = pixels.shape[-1]
-                    ph, pw = size // grid_h, size // grid_w
                     for unit in removed:
                         r, c = divmod(int(unit), grid_w)
-                        window = (slice(None), slice(r * ph, (r + 1) * ph), slice(c * pw, (c + 1) * pw))
+                        window = (slice(None), slice(first[r], last[r]), slice(first[c], last[c]))
                         pixels[window] = fill[window]
                     inputs.append(pixels)
                 else:
@@ -201,14 +218,15 @@ class _Tally:
         self.curves: list[np.ndarray] = []
         self.random_curves: list[np.ndarray] = []
 
-    def point_xray(self, label: str, mask: np.ndarray, grid: np.ndarray) -> None:
+    def point_xray(self, label: str, mask: np.ndarray, grid: np.ndarray, cells: np.ndarray,
+                   centres: np.ndarray) -> None:
+        """`cells` [S]: each pixel row's (column's) token; `centres` [g]: each token's centre pixel."""
         r, c = np.unravel_index(int(np.argmax(grid)), grid.shape)
-        gh, gw = grid.shape
-        ph, pw = mask.shape[0] // gh, mask.shape[1] // gw
-        touched = mask[: gh * ph, : gw * pw].reshape(gh, ph, gw, pw).any(axis=(1, 3))  # patches the mask reaches
+        touched = np.zeros(grid.shape, dtype=bool)  # the token cells the mask reaches
+        np.logical_or.at(touched, (cells[:, None], cells[None, :]), mask)
         self.hits.setdefault(label, []).append(bool(touched[r, c]))
         self.baselines.setdefault(label, []).append(float(touched.mean()))
-        self.centre_hits.setdefault(label, []).append(bool(mask[int((r + 0.5) * ph), int((c + 0.5) * pw)]))
+        self.centre_hits.setdefault(label, []).append(bool(mask[centres[r], centres[c]]))
         self.centre_baselines.setdefault(label, []).append(float(mask.mean()))
 
     def point_ecg(self, label: str, truth: dict, explanation, present: np.ndarray) -> None:
@@ -246,6 +264,8 @@ def _measure(bundle, pairs_by_modality: dict[str, list], targets: dict[str, torc
         if not pairs:
             continue
         tally = _Tally()
+        if modality == "xray":
+            cells, centres = _token_cells(bundle.model.xray)
         for start in range(0, len(pairs), _BATCH):
             chunk = pairs[start:start + _BATCH]
             items = [item for item, _, _ in chunk]
@@ -253,7 +273,7 @@ def _measure(bundle, pairs_by_modality: dict[str, list], targets: dict[str, torc
             explanations = explain_batch(bundle, items, chunk_targets, method)
             for (item, label, truth), explanation in zip(chunk, explanations):
                 if modality == "xray":
-                    tally.point_xray(label, truth, explanation.relevance)
+                    tally.point_xray(label, truth, explanation.relevance, cells, centres)
                 else:
                     tally.point_ecg(label, truth, explanation, item.tensors["lead_mask"].numpy())
             ours, theirs = _deletion_curves(bundle, modality, items, explanations, chunk_targets, steps,

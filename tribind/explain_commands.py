@@ -261,7 +261,9 @@ def _print_explanation(explanation, text: str | None, top: int) -> None:
         rows, cols = explanation.relevance.shape
         for flat in order:
             r, c = divmod(int(flat), cols)
-            print(f"  patch row {r + 1}/{rows} col {c + 1}/{cols}  relevance {share.flat[flat]:.2f}")
+            y, x = (explanation.token_origin_px + explanation.token_stride_px * v for v in (r, c))
+            print(f"  token row {r + 1}/{rows} col {c + 1}/{cols} (centred on model-input pixel y {y:g}, x {x:g})  "
+                  f"relevance {share.flat[flat]:.2f}")
     elif explanation.modality == "ecg":
         _, windows = explanation.relevance.shape
         for flat in order:

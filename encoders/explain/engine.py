@@ -6,7 +6,8 @@ do not interact (eval mode, per-token LayerNorm), so the gradient of the SUM of 
 gives every row its own gradients: a batch of explanations costs about one backward pass.
 
 Per modality (N tokens include one CLS for X-ray and ECG):
-- X-ray: CLS row -> patch grid [gh, gw] -> bilinear up-sampling to the model input [S, S].
+- X-ray: CLS row -> patch grid [gh, gw] -> linear interpolation between the token centres, where the
+  stem makes each token look (`XrayEncoder.token_geometry`), onto the model input [S, S].
 - ECG: tokens are time patches of all 12 leads (see encoders/ecg_encoder.py), so attention resolves
   time only. Each window's relevance is split over the leads in proportion to the lead's share of the
   evidence in that window: for Chefer the positive part of gradient x input summed over the window's
@@ -30,7 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from encoders.errors import InvalidInputError
 from encoders.explain.items import Item, check_item
@@ -72,6 +72,8 @@ class Explanation:
     target: str
     relevance: np.ndarray                 # xray [gh, gw] patches; ecg [12, W] lead x window; text [n_words]
     heatmap: np.ndarray | None = None     # xray [S, S] on the model input; ecg [W] summed over leads
+    token_origin_px: float = 0.0          # xray: model-input pixel at the centre of token (0, 0) ...
+    token_stride_px: float = 0.0          # ... and between token centres (XrayEncoder.token_geometry)
     window_s: float = 0.0                 # ecg: seconds per window (one token)
     time_offset_s: float = 0.0            # ecg: file time of window 0 (long records are centre-cropped)
     lead_names: tuple[str, ...] = ()      # ecg: rows of `relevance`
@@ -90,7 +92,8 @@ class Explanation:
                "target": self.target, "item": self.item_name, "relevance": rounded(self.relevance),
                "seconds": round(self.seconds, 4)}
         if self.modality == "xray":
-            out["grid"] = list(self.relevance.shape)
+            out.update(grid=list(self.relevance.shape), token_origin_px=self.token_origin_px,
+                       token_stride_px=self.token_stride_px)
         if self.modality == "ecg":
             out.update(time_relevance=rounded(self.heatmap), window_s=self.window_s,
                        time_offset_s=self.time_offset_s, lead_names=list(self.lead_names))
@@ -195,12 +198,35 @@ def _explain_xray(bundle, items: Sequence[Item], targets: torch.Tensor, method: 
     pixels = torch.stack([it.tensors["pixels"] for it in items]).float()
     scores, relevance, _ = _scores_and_relevance(model, "xray", lambda: model.encode_xray(pixels), targets, method)
     grid_h, grid_w = model.xray.vit.grid_size
-    grid = cls_readout(relevance).reshape(-1, 1, grid_h, grid_w)
-    size = pixels.shape[-1]
-    heat = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
-    return [Explanation("xray", method, float(scores[i]), "", grid[i, 0].numpy().copy(),
-                        heatmap=heat[i, 0].numpy().copy(), item_name=item.name)
+    grid = cls_readout(relevance).reshape(-1, grid_h, grid_w)
+    weights = token_interpolation(model.xray)
+    heat = torch.einsum("sg,bgh,th->bst", weights, grid, weights)
+    origin, stride = model.xray.token_geometry()
+    return [Explanation("xray", method, float(scores[i]), "", grid[i].numpy().copy(),
+                        heatmap=heat[i].numpy().copy(), token_origin_px=origin, token_stride_px=stride,
+                        item_name=item.name)
             for i, item in enumerate(items)]
+
+
+def token_interpolation(xray) -> torch.Tensor:
+    """[S, g] weights that spread a patch-grid map over the S model-input pixels of one axis: linear
+    between the two token centres around a pixel, the edge value past the outermost centres.
+
+    The centres are where the stem makes each token look (`XrayEncoder.token_geometry`). With a
+    patch convolution this is exactly bilinear up-sampling (align_corners=False); with the conv stem
+    it moves the map half a patch up and left, onto what the tokens saw.
+    """
+    origin, stride = xray.token_geometry()
+    grid = xray.vit.grid_size[0]
+    position = ((torch.arange(xray.image_size, dtype=torch.float64) - origin) / stride).clamp(0, grid - 1)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=grid - 1)
+    share = (position - low).float()
+    weights = torch.zeros(xray.image_size, grid)
+    rows = torch.arange(xray.image_size)
+    weights[rows, low] += 1 - share
+    weights[rows, high] += share
+    return weights
 
 
 def _explain_ecg(bundle, items: Sequence[Item], targets: torch.Tensor, method: str) -> list[Explanation]:

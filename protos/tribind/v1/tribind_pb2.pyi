@@ -92,7 +92,7 @@ class TextSpan(_message.Message):
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class Relevance(_message.Message):
-    __slots__ = ("modality", "method", "score", "target", "item", "values", "shape", "time_values", "window_s", "time_offset_s", "lead_names", "words", "spans", "truncated")
+    __slots__ = ("modality", "method", "score", "target", "item", "values", "shape", "time_values", "window_s", "time_offset_s", "lead_names", "words", "spans", "truncated", "token_origin_px", "token_stride_px")
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,8 @@ class Relevance(_message.Message):
     WORDS_FIELD_NUMBER: _ClassVar[int]
     SPANS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ORIGIN_PX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_STRIDE_PX_FIELD_NUMBER: _ClassVar[int]
     modality: Modality
     method: str
     score: float
@@ -121,7 +123,9 @@ class Relevance(_message.Message):
     words: _containers.RepeatedScalarFieldContainer[str]
     spans: _containers.RepeatedCompositeFieldContainer[TextSpan]
     truncated: bool
-    def __init__(self, modality: _Optional[_Union[Modality, str]] = ..., method: _Optional[str] = ..., score: _Optional[float] = ..., target: _Optional[str] = ..., item: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ..., shape: _Optional[_Iterable[int]] = ..., time_values: _Optional[_Iterable[float]] = ..., window_s: _Optional[float] = ..., time_offset_s: _Optional[float] = ..., lead_names: _Optional[_Iterable[str]] = ..., words: _Optional[_Iterable[str]] = ..., spans: _Optional[_Iterable[_Union[TextSpan, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    token_origin_px: float
+    token_stride_px: float
+    def __init__(self, modality: _Optional[_Union[Modality, str]] = ..., method: _Optional[str] = ..., score: _Optional[float] = ..., target: _Optional[str] = ..., item: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ..., shape: _Optional[_Iterable[int]] = ..., time_values: _Optional[_Iterable[float]] = ..., window_s: _Optional[float] = ..., time_offset_s: _Optional[float] = ..., lead_names: _Optional[_Iterable[str]] = ..., words: _Optional[_Iterable[str]] = ..., spans: _Optional[_Iterable[_Union[TextSpan, _Mapping]]] = ..., truncated: _Optional[bool] = ..., token_origin_px: _Optional[float] = ..., token_stride_px: _Optional[float] = ...) -> None: ...
 
 class CaseEvidence(_message.Message):
     __slots__ = ("case_id", "score", "relevance", "labels", "png")
