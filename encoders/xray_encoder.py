@@ -67,7 +67,7 @@ class XrayEncoder(nn.Module):
         (origin = (patch - 1) / 2), but the conv stem's stride-2 3x3 convolutions with padding 1 centre
         it on the patch's top-left corner (origin 0): its receptive field spans pixels
         [patch * o - patch + 1, patch * o + patch - 1], half of each neighbouring patch. Measured on the
-        bundled tiny checkpoint, a 16 px cell around that centre holds 27-29 % of the token's input
+        session-9 tiny checkpoint, a 16 px cell around that centre holds 27-29 % of the token's input
         gradient against 9-16 % for its nominal patch. A map drawn on the nominal patches sits half a
         patch (8 px at 128 px) down and right of what the tokens saw.
         """

@@ -9,8 +9,8 @@ ensemble, the zero-shot logit over the temperature), then:
   finding's pixel mask; the random baseline is the share of cells that do. A cell is the pixels
   nearest the token's centre, where the stem makes the token look (`XrayEncoder.token_geometry`):
   the nominal patch for a patch convolution, half a patch up and left of it for the conv stem
-  (scored on the nominal patches until session 14, which put the tiny preset's X-ray figures lower). ECG (`pointing.ecg`): a hit when
-  the most relevant time window of the lead-summed map (one window = one token,
+  (scored on the nominal patches until session 14). ECG (`pointing.ecg`): a hit when the most
+  relevant time window of the lead-summed map (one window = one token,
   `patch_samples / sample_rate` s) overlaps one of the finding's intervals; the random baseline is the
   share of windows that do. Why patch and window, not pixel and sample: the map has one value per
   patch, so asking whether a pixel inside that patch is a finding pixel scores where the grid happens
@@ -29,8 +29,7 @@ ensemble, the zero-shot logit over the temperature), then:
   auc = mean_pairs(trapz(s_k - s_K)) / mean_pairs(s_0 - s_K) on k/K in [0, 1], for relevance order and
   for random orders (`random_orders` of them); ratio = auc / random_auc (lower = more faithful). Both
   can go below 0: when taking out the most relevant regions drops the score under the fully deleted
-  input's, the curve runs below s_K (the tiny preset's films at some seeds: the mean film reads more
-  like the finding than a film whose finding region alone was replaced).
+  input's, the curve runs below s_K (seen with the tiny preset's X-ray maps at some seeds).
 """
 
 from __future__ import annotations
