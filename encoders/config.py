@@ -72,6 +72,10 @@ def validate_config(config: dict[str, Any]) -> None:
     if stem == "conv" and (patch < 2 or patch & (patch - 1)):
         raise InvalidInputError("config.xray.patch_size", f"is {patch}; a conv stem halves the image per layer, "
                                 "so the patch size must be a power of two (4, 8, 16, 32)")
+    registers = xray.get("registers", 0)  # not setdefault: the config is hashed into model_version
+    if isinstance(registers, bool) or not isinstance(registers, int) or not 0 <= registers <= 64:
+        raise InvalidInputError("config.xray.registers", f"got {registers!r}; use an integer from 0 (none) to 64 "
+                                "(Darcet et al. 2024 used 4-16 register tokens)")
     ecg = config["ecg"]
     ecg_stem = ecg.get("stem", "patch")  # not setdefault: the config is hashed into model_version
     if ecg_stem not in ("patch", "patch_conv"):

@@ -11,6 +11,16 @@ a plain ViT learns local texture slowly. Trained on the labels directly for 4 mi
 tiny preset's ViT read consolidation at AUROC 0.73 and atelectasis at 0.70 after 36k films; with the
 stem, 0.86 and 0.92 after 23k (pneumothorax stayed near 0.5 in that short run). It costs about 40 %
 more X-ray FLOPs.
+
+`registers: N` appends N learned register tokens after the patch tokens (Darcet et al. 2024, "Vision
+transformers need registers"). Why: a ViT trained long enough starts to use a few low-information
+patch tokens as scratch space for global state; their norms grow far above the rest and attention
+(and so every attention-based explanation) lands on them. Measured here: the tiny preset trained for
+77 minutes (session 15, README) had tokens of norm 59-97 entering its last block against 34-42 after 17
+minutes, one grid column reading 93-97, and its X-ray pointing game fell from 0.75 to 0.52-0.56.
+Registers give that state a place of its own. They have no position (no positional embedding) and
+no place on the film, so explanations read the patch tokens 1..gh*gw only. 0 (the default, and
+every checkpoint trained before session 16) runs open_clip's forward unchanged.
 """
 
 from __future__ import annotations
@@ -50,14 +60,23 @@ class XrayEncoder(nn.Module):
         else:
             self.vit.conv1 = nn.Conv2d(1, self.width, kernel_size=patch, stride=patch, bias=False)
         self.vit.proj = None
+        registers = int(cfg.get("registers", 0))
+        # Same scale as open_clip's class embedding.
+        self.register_tokens = (nn.Parameter(self.width ** -0.5 * torch.randn(registers, self.width))
+                                if registers else None)
         install_dropkey(self.vit.transformer.resblocks, self.width, int(cfg["heads"]),
                         float(cfg["dropkey_start"]), float(cfg["dropkey_end"]))
 
     @property
+    def num_registers(self) -> int:
+        return 0 if self.register_tokens is None else int(self.register_tokens.shape[0])
+
+    @property
     def num_tokens(self) -> int:
-        """Tokens per image including CLS: the N of captured [B, H, N, N] attention."""
+        """Tokens per image: CLS, the gh * gw patch tokens in row-major order, then the registers; the N
+        of captured [B, H, N, N] attention."""
         grid = self.vit.grid_size
-        return grid[0] * grid[1] + 1
+        return grid[0] * grid[1] + 1 + self.num_registers
 
     def token_geometry(self) -> tuple[float, float]:
         """(origin, stride) in model-input pixels: token (r, c) of the patch grid is centred on pixel
@@ -95,7 +114,18 @@ class XrayEncoder(nn.Module):
                 f"expected [B, 1, {self.image_size}, {self.image_size}], got {list(pixels.shape)}; "
                 "run each image through bundle.preprocess_xray first",
             )
-        return self.vit(pixels)
+        if self.register_tokens is None:
+            return self.vit(pixels)
+        # open_clip's VisionTransformer._embeds with the registers added before ln_pre, as timm does;
+        # patch dropout is not configured here (it would drop registers as if they were patches).
+        vit = self.vit
+        x = vit.conv1(pixels).flatten(2).transpose(1, 2)                          # [B, gh * gw, width]
+        cls = vit.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + vit.positional_embedding.to(x.dtype)
+        registers = self.register_tokens.to(x.dtype).expand(x.shape[0], -1, -1)
+        x = vit.transformer(vit.ln_pre(torch.cat([x, registers], dim=1)))
+        pooled, _ = vit._pool(x)
+        return pooled
 
 
 class ConvStem(nn.Sequential):

@@ -471,3 +471,47 @@ def test_prefix_cache_stays_within_its_byte_budget(bundle):
         cache = model.text._cache
         assert len(cache) == len(REPORTS)
         assert cache.bytes == sum(row.numel() * row.element_size() for row in cache.values())
+
+
+def test_xray_registers_join_attention_but_not_the_map_and_round_trip(tmp_path):
+    from encoders.explain import explain, label_target
+    from encoders.explain.items import Item
+    from training.schedule import adamw_groups
+
+    config = resolve_config("test")
+    for bad in (-1, True, 65, 2.0):
+        config["xray"]["registers"] = bad
+        with pytest.raises(InvalidInputError, match="config.xray.registers"):
+            resolve_config(config)
+    config["xray"]["registers"] = 3
+    torch.manual_seed(0)
+    bundle = create_model(config)
+    model = bundle.model.eval()
+    cfg = config["xray"]
+    grid = cfg["image_size"] // cfg["patch_size"]
+    pixels = torch.randn(2, 1, cfg["image_size"], cfg["image_size"], generator=torch.Generator().manual_seed(3))
+    with model.capture_attention() as captured, torch.no_grad():
+        z = model.encode_xray(pixels)
+    assert model.xray.num_tokens == grid * grid + 1 + 3 == captured["xray"][0].shape[-1]
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_xray(pixels), z)  # capture does not change the output
+        # The registers are read: other register values, another embedding (a random change: ln_pre
+        # would take out a constant one).
+        saved = model.xray.register_tokens.clone()
+        model.xray.register_tokens.add_(torch.randn(saved.shape, generator=torch.Generator().manual_seed(4)))
+        assert not torch.allclose(model.encode_xray(pixels), z)
+        model.xray.register_tokens.copy_(saved)
+    # Learned inputs like the class embedding: no weight decay.
+    no_decay = {id(p) for p in adamw_groups(model, 0.05)[1]["params"]}
+    assert id(model.xray.register_tokens) in no_decay
+    item = Item("xray", {"pixels": pixels[0]})
+    for method in ("chefer", "rollout"):
+        explanation = explain(bundle, item, label_target(bundle, "cardiomegaly"), method=method)
+        assert explanation.relevance.shape == (grid, grid) and np.isfinite(explanation.relevance).all()
+    version = save_checkpoint(bundle, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.model_version == version and loaded.model.xray.num_registers == 3
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_xray(pixels), z, atol=5e-3, rtol=0)  # fp16 matrices
+    # Without the key the tower is open_clip's own forward, and the key is not written into the config.
+    assert "registers" not in resolve_config("test")["xray"] and create_model("test").model.xray.num_registers == 0

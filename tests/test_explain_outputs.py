@@ -112,6 +112,9 @@ def test_eval_explain_reports_every_figure(capsys):
         assert pointing["macro"] is None or 0.0 <= pointing["macro"] <= 1.0
         deletion = result["deletion"][modality]
         assert deletion["pairs"] > 0 and deletion["steps"] == 4
+        per_label = deletion["per_label"]
+        assert sum(v["pairs"] for v in per_label.values()) == deletion["pairs"]
+        assert set(per_label) == set(labels)
     # Rate conditions cover the whole record in every lead: they cannot miss and must not count.
     ecg = result["pointing"]["ecg"]
     for label in ("sinus_tachycardia", "sinus_bradycardia"):
@@ -119,6 +122,10 @@ def test_eval_explain_reports_every_figure(capsys):
             assert ecg[label]["random"] == 1.0 and ecg[label]["trivial"]
     assert set(result["seconds_per_explanation"]) == {"xray", "ecg", "text"}
     assert set(result["random_init"]["pointing"]) == set(result["pointing"])
+    code = main(["eval-explain", "--checkpoint", "none", "--preset", "test", "--cases", "16", "--seed", "5",
+                 "--steps", "2", "--random-orders", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "deletion ecg: auc" in printed and "per finding (ratio, pairs): " in printed
 
 
 def test_pointing_rules_work_at_the_maps_resolution():
@@ -170,3 +177,21 @@ def test_real_records_explain_and_draw(bundle, shared_data):
     x = explain(bundle, film, label_target(bundle, "cardiomegaly"))
     assert np.isfinite(x.heatmap).all() and film.image.shape == (64, 64)
     assert _image(explanation_png(x, film)).width > 100
+
+
+def test_deletion_per_label_reads_each_labels_own_random_rows():
+    from training.explain_eval import _Tally
+
+    tally = _Tally()
+    fast = np.array([1.0, 0.1, 0.05, 0.0, 0.0])        # relevance order: the score falls at once
+    linear = np.linspace(1.0, 0.0, 5)                  # random order: it falls evenly
+    # Two pairs per label, two random orders per pair, pair-major as _deletion_curves returns them.
+    tally.curves.append(np.stack([fast, linear, fast, linear]))
+    tally.random_curves.append(np.stack([linear, linear, fast, fast, linear, linear, fast, fast]))
+    tally.labels.extend(["lvh", "lbbb", "lvh", "lbbb"])
+    out = tally.deletion(steps=4, random_orders=2)
+    lvh, lbbb = out["per_label"]["lvh"], out["per_label"]["lbbb"]
+    assert lvh["pairs"] == lbbb["pairs"] == 2
+    assert lvh["random_auc"] == lbbb["auc"] == 0.5 and lbbb["random_auc"] == lvh["auc"] < 0.2
+    assert lvh["ratio"] < 0.4 < 2.5 < lbbb["ratio"]
+    assert out["ratio"] == 1.0  # pooled: the same two curve shapes on both sides

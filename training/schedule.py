@@ -31,12 +31,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
 
 
 def adamw_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: not on norms, biases, embeddings or the temperature."""
+    """Weight decay on weight matrices only: not on norms, biases, embeddings, register tokens (learned
+    inputs like the class embedding) or the temperature."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or "embedding" in name or "logit_scale" in name:
+        if param.ndim < 2 or "embedding" in name or "register_tokens" in name or "logit_scale" in name:
             no_decay.append(param)
         else:
             decay.append(param)

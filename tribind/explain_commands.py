@@ -306,6 +306,8 @@ def _eval_explain(args: argparse.Namespace) -> int:
         print(f"pointing {modality}: macro {figures['macro']} (random {figures['random_macro']})")
     for modality, figures in result["deletion"].items():
         print(f"deletion {modality}: auc {figures['auc']} random {figures['random_auc']} ratio {figures['ratio']}")
+        print("  per finding (ratio, pairs): " + ", ".join(
+            f"{label} {one['ratio']} ({one['pairs']})" for label, one in figures["per_label"].items()))
     if "random_init" in result:
         untrained = result["random_init"]
         print("untrained model: " + "; ".join(

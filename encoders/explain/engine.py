@@ -198,7 +198,8 @@ def _explain_xray(bundle, items: Sequence[Item], targets: torch.Tensor, method: 
     pixels = torch.stack([it.tensors["pixels"] for it in items]).float()
     scores, relevance, _ = _scores_and_relevance(model, "xray", lambda: model.encode_xray(pixels), targets, method)
     grid_h, grid_w = model.xray.vit.grid_size
-    grid = cls_readout(relevance).reshape(-1, grid_h, grid_w)
+    # Patch tokens only: registers (after them) hold global state and have no place on the film.
+    grid = cls_readout(relevance)[:, :grid_h * grid_w].reshape(-1, grid_h, grid_w)
     weights = token_interpolation(model.xray)
     heat = torch.einsum("sg,bgh,th->bst", weights, grid, weights)
     origin, stride = model.xray.token_geometry()
