@@ -75,7 +75,7 @@ def validate_config(config: dict[str, Any]) -> None:
     registers = xray.get("registers", 0)  # not setdefault: the config is hashed into model_version
     if isinstance(registers, bool) or not isinstance(registers, int) or not 0 <= registers <= 64:
         raise InvalidInputError("config.xray.registers", f"got {registers!r}; use an integer from 0 (none) to 64 "
-                                "(Darcet et al. 2024 used 4-16 register tokens)")
+                                "(Darcet et al. 2024 compared 1 to 16 register tokens)")
     ecg = config["ecg"]
     ecg_stem = ecg.get("stem", "patch")  # not setdefault: the config is hashed into model_version
     if ecg_stem not in ("patch", "patch_conv"):

@@ -19,8 +19,8 @@ patch tokens as scratch space for global state; their norms grow far above the r
 77 minutes (session 15, README) had tokens of norm 59-97 entering its last block against 34-42 after 17
 minutes, one grid column reading 93-97, and its X-ray pointing game fell from 0.75 to 0.52-0.56.
 Registers are meant to give that state a place of its own. On `tiny` they did so only in part: the
-same 77-minute run with 4 registers (session 16) pointed at 0.65-0.66, and its row-1 tokens still
-read highest (norms 104-143 against registers 120-145); `base` has 4 on the paper's evidence for
+same 77-minute run with 4 registers (session 16) pointed at 0.65-0.66, and row 1 and a few lower
+cells still held the highest-norm tokens (104-143 over the grid, the registers 120-145); `base` has 4 on the paper's evidence for
 ViT-B-size models. They have no position (no positional embedding) and no place on the film, so
 explanations read the patch tokens 1..gh*gw only. 0 (the default, and every checkpoint trained
 before session 16) runs open_clip's forward unchanged.
