@@ -113,8 +113,13 @@ def test_eval_explain_reports_every_figure(capsys):
         deletion = result["deletion"][modality]
         assert deletion["pairs"] > 0 and deletion["steps"] == 4
         per_label = deletion["per_label"]
-        assert sum(v["pairs"] for v in per_label.values()) == deletion["pairs"]
+        assert deletion["all_pairs"]["pairs"] == deletion["pairs"] + deletion["whole_input_pairs"]
+        assert sum(v["pairs"] for v in per_label.values()) == deletion["all_pairs"]["pairs"]
         assert set(per_label) == set(labels)
+        # The pooled ratio leaves out exactly the findings the pointing game calls trivial.
+        assert {k for k, v in per_label.items() if v.get("whole_input")} == {
+            k for k, v in labels.items() if v.get("trivial")}
+        assert deletion["whole_input_pairs"] == sum(v["pairs"] for v in per_label.values() if v.get("whole_input"))
     # Rate conditions cover the whole record in every lead: they cannot miss and must not count.
     ecg = result["pointing"]["ecg"]
     for label in ("sinus_tachycardia", "sinus_bradycardia"):
@@ -125,7 +130,8 @@ def test_eval_explain_reports_every_figure(capsys):
     code = main(["eval-explain", "--checkpoint", "none", "--preset", "test", "--cases", "16", "--seed", "5",
                  "--steps", "2", "--random-orders", "1"])
     printed = capsys.readouterr().out
-    assert code == 0 and "deletion ecg: auc" in printed and "per finding (ratio, pairs): " in printed
+    assert code == 0 and "deletion ecg: auc" in printed and "per finding (ratio, pairs; * whole input): " in printed
+    assert "whole-input pairs: ratio" in printed
 
 
 def test_pointing_rules_work_at_the_maps_resolution():
@@ -189,9 +195,37 @@ def test_deletion_per_label_reads_each_labels_own_random_rows():
     tally.curves.append(np.stack([fast, linear, fast, linear]))
     tally.random_curves.append(np.stack([linear, linear, fast, fast, linear, linear, fast, fast]))
     tally.labels.extend(["lvh", "lbbb", "lvh", "lbbb"])
+    tally.whole_input.extend([False] * 4)
     out = tally.deletion(steps=4, random_orders=2)
     lvh, lbbb = out["per_label"]["lvh"], out["per_label"]["lbbb"]
     assert lvh["pairs"] == lbbb["pairs"] == 2
     assert lvh["random_auc"] == lbbb["auc"] == 0.5 and lbbb["random_auc"] == lvh["auc"] < 0.2
     assert lvh["ratio"] < 0.4 < 2.5 < lbbb["ratio"]
     assert out["ratio"] == 1.0  # pooled: the same two curve shapes on both sides
+
+
+def test_deletion_pools_only_the_pairs_whose_truth_is_localised():
+    """A whole-record finding (baseline 1) cannot show a faithful order: it is reported, not pooled."""
+    from training.explain_eval import _Tally
+
+    tally = _Tally()
+    fast = np.array([1.0, 0.1, 0.05, 0.0, 0.0])
+    linear = np.linspace(1.0, 0.0, 5)
+    tally.curves.append(np.stack([fast, linear, fast]))
+    tally.random_curves.append(np.stack([linear, fast, linear]))   # one random order per pair
+    tally.labels.extend(["lvh", "atrial_fibrillation", "lvh"])
+    tally.whole_input.extend([False, True, False])
+    out = tally.deletion(steps=4, random_orders=1)
+    assert out["pairs"] == 2 and out["whole_input_pairs"] == 1 and out["all_pairs"]["pairs"] == 3
+    assert out["ratio"] == out["per_label"]["lvh"]["ratio"] < 0.4
+    assert out["per_label"]["atrial_fibrillation"]["whole_input"] and "whole_input" not in out["per_label"]["lvh"]
+    assert out["ratio"] < out["all_pairs"]["ratio"]
+    assert out["curve"][0] == 1.0 and len(out["random_curve"]) == 5
+    # Only whole-record pairs: nothing to pool, and no figure made up for it.
+    tally = _Tally()
+    tally.curves.append(np.stack([linear]))
+    tally.random_curves.append(np.stack([linear]))
+    tally.labels.append("sinus_tachycardia")
+    tally.whole_input.append(True)
+    out = tally.deletion(steps=4, random_orders=1)
+    assert out["pairs"] == 0 and out["ratio"] is None and out["curve"] == [] and out["all_pairs"]["ratio"] == 1.0

@@ -65,6 +65,9 @@ def test_eval_json_contract(tmp_path):
         for modality in ("xray", "ecg"):
             zs = figures["zero_shot"][modality]
             assert 0.0 <= zs["macro_auroc"] <= 1.0 and zs["per_label"]
+            search = figures["prompt_search"][modality]
+            assert set(search["per_label"]) == set(zs["per_label"]) and 0 < search["k"] <= 10
+            assert all(0.0 <= p <= 1.0 for p in search["per_label"].values()) and 0.0 <= search["macro_p@10"] <= 1.0
             probes = figures["shared_traits"][modality]
             assert set(probes) == {"heart_axis_deg", "ctr", "habitus"}
             assert all(r2 is None or r2 <= 1.0 for r2 in probes.values())
@@ -76,3 +79,45 @@ def test_untrained_model_scores_near_chance():
     assert abs(result["zero_shot"]["xray"]["macro_auroc"] - 0.5) < 0.2
     ecg_to_xray = result["retrieval"]["ecg->xray"]
     assert ecg_to_xray["r@10"] < 4 * ecg_to_xray["chance_r@10"]
+
+
+def test_prompt_search_counts_the_label_in_each_prompts_top_k(monkeypatch):
+    """Films of one finding lie along one axis; a prompt that lands on that axis finds them, one that
+    lands on another finding's axis finds none of them."""
+    import training.evaluate as evaluate
+    from training.case_tensors import CaseTensors
+
+    phantom = load_labelset("phantom")
+    xray_labels = [label.id for label in phantom.for_modality("xray", include_both=False)]
+    dim, per_label = 16, 12
+    cases = [(label, axis) for axis, label in enumerate(xray_labels[:2]) for _ in range(per_label)]
+    n = len(cases)
+    films = torch.zeros(n, dim)
+    for row, (_, axis) in enumerate(cases):
+        films[row, axis] = 1.0
+        films[row, 8 + row % 8] = 0.1          # a little of something else, so ties do not decide
+    films = torch.nn.functional.normalize(films, dim=-1)
+    data = CaseTensors(case_ids=[f"c{i}" for i in range(n)], labels=[(label,) for label, _ in cases],
+                       pixels=torch.zeros(n, 1, 4, 4), signals=torch.zeros(n, 12, 4),
+                       lead_mask=torch.ones(n, 12, dtype=torch.bool), reports=[None] * n,
+                       has_xray=torch.ones(n, dtype=torch.bool), has_ecg=torch.zeros(n, dtype=torch.bool),
+                       has_text=torch.zeros(n, dtype=torch.bool))
+    first, second = (phantom.get(xray_labels[0]), phantom.get(xray_labels[1]))
+    # Every prompt of the first label points at its films; every prompt of the second one, wrongly, too.
+    towards = {prompt: 0 for prompt in (*first.positive, *second.positive)}
+    # Other labels' prompts point at an empty axis: their top 10 holds none of their own (no such films).
+
+    def fake_embed(_bundle, texts):
+        out = torch.zeros(len(texts), dim)
+        for i, text in enumerate(texts):
+            out[i, towards.get(text, 7)] = 1.0
+        return out
+
+    monkeypatch.setattr(evaluate, "embed_texts", fake_embed)
+    result = evaluate.prompt_search_metrics(None, data, {"xray": films}, phantom)
+    assert set(result) == {"xray"} and result["xray"]["k"] == 10 and result["xray"]["gallery"] == n
+    per = result["xray"]["per_label"]
+    assert per[xray_labels[0]] == 1.0 and per[xray_labels[1]] == 0.0
+    assert all(per[label] == 0.0 for label in xray_labels[2:])
+    assert result["xray"]["macro_p@10"] == pytest.approx(1.0 / len(xray_labels))
+    assert result["xray"]["random_p@10"] == pytest.approx(1.0 / len(xray_labels))   # two labels, half each

@@ -10,6 +10,14 @@ Definitions (also in README.md):
   modalities (text sees all; xray its findings; ecg its findings); for xray<->ecg, which see disjoint
   findings, every non-normal label of the case counts (a case-level match). Queries with no relevant
   label are skipped (label_queries says how many counted).
+- prompt_search.<xray|ecg>: search by a short text, as `tribind search --text` does: each positive prompt
+  of each label (one sentence, e.g. "Left pleural effusion.") is a query on its own, ranked by raw
+  cosine over the cases that have the modality; per_label = the share of the top 10 that carry the
+  label, averaged over the label's prompts; macro_p@10 their mean; random_p@10 the labels' mean
+  prevalence among those cases (what a random top 10 reads). Why beside label_p@10: a whole
+  report names every finding, mostly negated, and retrieves by all of them together; one sentence
+  has nothing else to lean on (session 17: a 37-minute run read text->xray label_p@10 0.97 while
+  "Left pleural effusion." found 2-3 left effusions in its top 10, the bundled model 7-8).
 - shared_traits.<xray|ecg>.<trait>: two-fold R^2 of a linear (ridge) probe from the modality's
   embedding to a trait both pictures show (heart_axis_deg, ctr, habitus; training/trait_probe.py):
   what the X-ray<->ECG pair can match a case by, beyond its findings.
@@ -28,7 +36,7 @@ import torch
 
 from encoders.factory import ModelBundle, create_model
 from encoders.labelsets import LabelSet, load_labelset
-from encoders.zero_shot import classify
+from encoders.zero_shot import classify, embed_texts
 from training.case_tensors import CaseTensors, embed_cases
 from training.metrics import auroc, retrieval_metrics
 from training.trait_probe import phantom_traits, shared_trait_probe
@@ -64,6 +72,30 @@ def zero_shot_metrics(bundle: ModelBundle, data: CaseTensors, embeddings: dict[s
     return out
 
 
+@torch.no_grad()
+def prompt_search_metrics(bundle: ModelBundle, data: CaseTensors, embeddings: dict[str, torch.Tensor],
+                          labelset: LabelSet, k: int = 10) -> dict[str, Any]:
+    """Precision at k of each label's positive prompts used one by one as search queries (see module doc)."""
+    out: dict[str, Any] = {}
+    for modality in ("xray", "ecg"):
+        labels = labelset.for_modality(modality, include_both=False)
+        rows = torch.nonzero(data.present(modality)).flatten()
+        if not labels or len(rows) == 0:
+            continue
+        gallery = embeddings[modality][rows]
+        top = min(k, len(rows))
+        per_label, prevalence = {}, []
+        for label in labels:
+            hits = (embed_texts(bundle, list(label.positive)) @ gallery.T).topk(top, dim=1).indices
+            per_label[label.id] = float(np.mean([[label.id in data.labels[int(rows[j])] for j in row]
+                                                 for row in hits.tolist()]))
+            prevalence.append(np.mean([label.id in data.labels[int(i)] for i in rows]))
+        # random_p@10: what a random top k reads, the labels' mean prevalence in the gallery.
+        out[modality] = {"per_label": per_label, "macro_p@10": float(np.mean(list(per_label.values()))),
+                         "random_p@10": float(np.mean(prevalence)), "gallery": int(len(rows)), "k": top}
+    return out
+
+
 def retrieval_all(data: CaseTensors, embeddings: dict[str, torch.Tensor], labelset: LabelSet) -> dict[str, Any]:
     out = {}
     for a, b in DIRECTIONS:
@@ -81,6 +113,7 @@ def evaluate_bundle(bundle: ModelBundle, data: CaseTensors, labelset: LabelSet,
     embeddings = embed_cases(bundle, data)
     result = {"model_version": bundle.model_version,
               "zero_shot": zero_shot_metrics(bundle, data, embeddings, labelset),
+              "prompt_search": prompt_search_metrics(bundle, data, embeddings, labelset),
               "retrieval": retrieval_all(data, embeddings, labelset)}
     if traits is not None:
         result["shared_traits"] = shared_trait_probe(

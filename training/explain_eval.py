@@ -31,6 +31,14 @@ ensemble, the zero-shot logit over the temperature), then:
   can go below 0: when taking out the most relevant regions drops the score under the fully deleted
   input's, the curve runs below s_K (seen with the tiny preset's X-ray maps at some seeds). The same
   three figures per finding are under `per_label`.
+  The pooled figures leave out the pairs whose truth covers the whole input (the pointing game's
+  `trivial` rule, random baseline 1: the rate findings, read from every window of the record), and
+  `all_pairs` gives them with those pairs in. Why: a rate belongs to the whole record, and zeroing
+  windows changes it (the beats go, and the rate with them), so there the curve measures what deletion
+  does to the rhythm more than the order the map gives; where every window carries the finding, a
+  faithful map has no region to rank first. Pooled in, such pairs move the ratio with how many of
+  them a seed draws (README, Session 17: the session-14 and -15 checkpoints read 0.64-0.98 on them,
+  or no figure for bradycardia, whose score does not fall when its windows go).
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ from encoders.explain import (
 )
 
 _BATCH = 32
+# A truth that covers more than this share of the cells is the whole input (rate findings: 1.0).
+_WHOLE_INPUT = 0.999
 
 
 def _mask_on_input(mask: np.ndarray, size: int) -> np.ndarray:
@@ -156,7 +166,7 @@ def _summarise(hits: dict[str, list[bool]], baselines: dict[str, list[float]]) -
     informative_hits, informative_random = [], []
     for label in sorted(hits):
         rate, random = float(np.mean(hits[label])), float(np.mean(baselines[label]))
-        trivial = random > 0.999
+        trivial = random > _WHOLE_INPUT
         out[label] = {"hit_rate": round(rate, 4), "random": round(random, 4), "n": len(hits[label]),
                       **({"trivial": True} if trivial else {})}
         if not trivial:
@@ -218,6 +228,7 @@ class _Tally:
         self.curves: list[np.ndarray] = []
         self.random_curves: list[np.ndarray] = []
         self.labels: list[str] = []    # the label of each row of `curves`, in order
+        self.whole_input: list[bool] = []  # per row of `curves`: the truth covers every cell (baseline 1)
 
     def point_xray(self, label: str, mask: np.ndarray, grid: np.ndarray, cells: np.ndarray,
                    centres: np.ndarray) -> None:
@@ -227,6 +238,7 @@ class _Tally:
         np.logical_or.at(touched, (cells[:, None], cells[None, :]), mask)
         self.hits.setdefault(label, []).append(bool(touched[r, c]))
         self.baselines.setdefault(label, []).append(float(touched.mean()))
+        self.whole_input.append(bool(touched.mean() > _WHOLE_INPUT))
         self.centre_hits.setdefault(label, []).append(bool(mask[centres[r], centres[c]]))
         self.centre_baselines.setdefault(label, []).append(float(mask.mean()))
 
@@ -236,33 +248,50 @@ class _Tally:
         in_time = cells.any(axis=0)
         self.hits.setdefault(label, []).append(bool(in_time[int(np.argmax(explanation.heatmap))]))
         self.baselines.setdefault(label, []).append(float(in_time.mean()))
+        self.whole_input.append(bool(in_time.mean() > _WHOLE_INPUT))
         lead, window = np.unravel_index(int(np.argmax(explanation.relevance)), cells.shape)
         self.cell_hits.setdefault(label, []).append(bool(cells[lead, window]))
         self.cell_baselines.setdefault(label, []).append(float(cells[present].mean()))
 
     def deletion(self, steps: int, random_orders: int) -> dict[str, Any]:
         ours, theirs = np.concatenate(self.curves), np.concatenate(self.random_curves)
-        labels = np.array(self.labels)
+        labels, whole = np.array(self.labels), np.array(self.whole_input, dtype=bool)
+        if len(whole) != len(labels):
+            raise RuntimeError(f"{len(whole)} pointing records for {len(labels)} deletion curves: "
+                               "point every pair before adding its curves")
+
+        def pooled(rows: np.ndarray) -> dict[str, Any]:
+            # theirs holds `random_orders` rows per pair, pair-major (see _deletion_curves).
+            return {**_ratio(ours[rows], theirs[np.repeat(rows, random_orders)]), "pairs": int(rows.sum())}
+
         per_label = {}
         for label in sorted(set(self.labels)):
-            # theirs holds `random_orders` rows per pair, pair-major (see _deletion_curves).
             mine = labels == label
-            per_label[label] = {**_ratio(ours[mine], theirs[np.repeat(mine, random_orders)]), "pairs": int(mine.sum())}
-        return {**_ratio(ours, theirs),
-                "score_before": _round(float(ours[:, 0].mean())),
-                "score_all_removed": _round(float(ours[:, -1].mean())),
+            per_label[label] = {**pooled(mine), **({"whole_input": True} if whole[mine].all() else {})}
+        local = ~whole
+        shown_ours, shown_theirs = ours[local], theirs[np.repeat(local, random_orders)]
+        return {**pooled(local),
+                "whole_input_pairs": int(whole.sum()),
+                "all_pairs": pooled(np.ones(len(labels), dtype=bool)),
+                "score_before": _mean(shown_ours[:, 0]),
+                "score_all_removed": _mean(shown_ours[:, -1]),
                 # The mean score after each step: the curves behind the two areas, for plotting and sanity.
-                "curve": [round(float(v), 4) for v in ours.mean(axis=0)],
-                "random_curve": [round(float(v), 4) for v in theirs.mean(axis=0)],
-                "steps": steps, "random_orders": random_orders, "pairs": int(len(ours)),
-                # Why per label: the ratio pools every pair, and some findings cannot show a faithful
-                # order at all. Rate findings are read from the whole record, and taking out windows
-                # (beats) changes the rate itself; a finding repeated in every beat stays while any beat does.
+                "curve": [round(float(v), 4) for v in shown_ours.mean(axis=0)] if len(shown_ours) else [],
+                "random_curve": [round(float(v), 4) for v in shown_theirs.mean(axis=0)] if len(shown_theirs) else [],
+                "steps": steps, "random_orders": random_orders,
+                # Why per label: a pooled ratio mixes findings that show a faithful order with findings
+                # that cannot. A finding repeated in every beat stays while any beat does.
                 "per_label": per_label}
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return _round(float(values.mean())) if len(values) else None
 
 
 def _ratio(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
     """auc, random_auc and ratio of relevance-order curves `ours` against random-order curves `theirs`."""
+    if not len(ours) or not len(theirs):
+        return {"auc": None, "random_auc": None, "ratio": None}
     auc, random_auc = _auc(ours), _auc(theirs)
     defined = auc is not None and random_auc is not None and random_auc > 0
     return {"auc": _round(auc), "random_auc": _round(random_auc),

@@ -305,9 +305,13 @@ def _eval_explain(args: argparse.Namespace) -> int:
     for modality, figures in result["pointing"].items():
         print(f"pointing {modality}: macro {figures['macro']} (random {figures['random_macro']})")
     for modality, figures in result["deletion"].items():
-        print(f"deletion {modality}: auc {figures['auc']} random {figures['random_auc']} ratio {figures['ratio']}")
-        print("  per finding (ratio, pairs): " + ", ".join(
-            f"{label} {one['ratio']} ({one['pairs']})" for label, one in figures["per_label"].items()))
+        every = figures["all_pairs"]
+        print(f"deletion {modality}: auc {figures['auc']} random {figures['random_auc']} ratio {figures['ratio']} "
+              f"({figures['pairs']} pairs; with the {figures['whole_input_pairs']} whole-input pairs: "
+              f"ratio {every['ratio']})")
+        print("  per finding (ratio, pairs; * whole input): " + ", ".join(
+            f"{label}{'*' if one.get('whole_input') else ''} {one['ratio']} ({one['pairs']})"
+            for label, one in figures["per_label"].items()))
     if "random_init" in result:
         untrained = result["random_init"]
         print("untrained model: " + "; ".join(

@@ -107,6 +107,7 @@ def _print_summary(result: dict) -> None:
     def line(name: str, figures: dict) -> str:
         zs = figures.get("zero_shot", {})
         parts = [f"{m} macro AUROC {v['macro_auroc']:.3f}" for m, v in zs.items() if v.get("macro_auroc") is not None]
+        parts += [f"{m} prompt search p@10 {v['macro_p@10']:.3f}" for m, v in figures.get("prompt_search", {}).items()]
         for direction, r in figures.get("retrieval", {}).items():
             if r.get("r@10") is not None:
                 parts.append(f"{direction} r@10 {r['r@10']:.3f} label_p@10 {r.get('label_p@10') or 0:.3f}")
