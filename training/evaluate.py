@@ -28,6 +28,7 @@ Definitions (also in README.md):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from itertools import permutations
 from typing import Any
 
@@ -53,14 +54,19 @@ def relevant_labels(labelset: LabelSet, a: str, b: str) -> frozenset[str]:
     return frozenset(shared or visible("text"))
 
 
-def zero_shot_metrics(bundle: ModelBundle, data: CaseTensors, embeddings: dict[str, torch.Tensor],
-                      labelset: LabelSet) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _scored_modalities(data: CaseTensors, labelset: LabelSet) -> Iterator[tuple[str, list, torch.Tensor]]:
+    """(modality, its findings, the rows of the cases that have it) for X-ray and ECG, where both exist."""
     for modality in ("xray", "ecg"):
         labels = labelset.for_modality(modality, include_both=False)
         rows = torch.nonzero(data.present(modality)).flatten()
-        if not labels or len(rows) == 0:
-            continue
+        if labels and len(rows):
+            yield modality, labels, rows
+
+
+def zero_shot_metrics(bundle: ModelBundle, data: CaseTensors, embeddings: dict[str, torch.Tensor],
+                      labelset: LabelSet) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for modality, labels, rows in _scored_modalities(data, labelset):
         probs = classify(bundle, embeddings[modality][rows], labels).numpy()
         per_label = {}
         for k, label in enumerate(labels):
@@ -77,11 +83,7 @@ def prompt_search_metrics(bundle: ModelBundle, data: CaseTensors, embeddings: di
                           labelset: LabelSet, k: int = 10) -> dict[str, Any]:
     """Precision at k of each label's positive prompts used one by one as search queries (see module doc)."""
     out: dict[str, Any] = {}
-    for modality in ("xray", "ecg"):
-        labels = labelset.for_modality(modality, include_both=False)
-        rows = torch.nonzero(data.present(modality)).flatten()
-        if not labels or len(rows) == 0:
-            continue
+    for modality, labels, rows in _scored_modalities(data, labelset):
         gallery = embeddings[modality][rows]
         top = min(k, len(rows))
         per_label, prevalence = {}, []
