@@ -205,7 +205,7 @@ def test_deletion_per_label_reads_each_labels_own_random_rows():
 
 
 def test_deletion_pools_only_the_pairs_whose_truth_is_localised():
-    """A whole-record finding (baseline 1) cannot show a faithful order: it is reported, not pooled."""
+    """A whole-record finding (baseline 1) is reported per label and in all_pairs, not in the pooled ratio."""
     from training.explain_eval import _Tally
 
     tally = _Tally()

@@ -37,8 +37,8 @@ ensemble, the zero-shot logit over the temperature), then:
   windows changes it (the beats go, and the rate with them), so there the curve measures what deletion
   does to the rhythm more than the order the map gives; where every window carries the finding, a
   faithful map has no region to rank first. Pooled in, such pairs move the ratio with how many of
-  them a seed draws (README, Session 17: the session-14 and -15 checkpoints read 0.64-0.98 on them,
-  or no figure for bradycardia, whose score does not fall when its windows go).
+  them a seed draws (README, Session 17: runs s14d and s15b read 0.64-0.98 on them, or no figure
+  for s14d's bradycardia, whose score does not fall when its windows go).
 """
 
 from __future__ import annotations
