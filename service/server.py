@@ -122,6 +122,10 @@ class TribindServer:
             log.info("RPCs drained; writing the final snapshot")
             self.servicer.close()
             log.info("snapshot written, library closed")
+            # Why: frozen objects are never collected, not even at interpreter exit, and the native
+            # extensions torch imports (triton's nanobind module) then print a page of "leaked
+            # instance" warnings into the log of every clean shutdown.
+            gc.unfreeze()
             self._stopped.set()
 
     @property

@@ -38,6 +38,7 @@ class ServerProcess:
         self.port: int | None = None
         self.stdout: list[str] = []
         self.stderr: list[str] = []
+        self._drains: list[threading.Thread] = []
 
     @property
     def target(self) -> str:
@@ -47,7 +48,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.args, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         ServerProcess.started.append(self)
-        threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        self._drain_into(self.proc.stderr, self.stderr)
         deadline = time.monotonic() + timeout_s
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
@@ -58,20 +59,28 @@ class ServerProcess:
             match = READY.search(line)
             if match:
                 self.port = int(match.group(2))
-                threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout), daemon=True).start()
+                self._drain_into(self.proc.stdout, self.stdout)
                 return self
         self.kill()
         raise RuntimeError("server did not become ready:\n" + "".join(self.stdout) + "".join(self.stderr[-40:]))
 
-    @staticmethod
-    def _drain(stream, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
+    def _drain_into(self, stream, sink: list[str]) -> None:
+        def drain() -> None:
+            for line in stream:
+                sink.append(line)
+
+        thread = threading.Thread(target=drain, daemon=True)
+        thread.start()
+        self._drains.append(thread)
 
     def terminate(self, timeout_s: float = 120.0) -> int:
+        """SIGTERM, wait for the exit, and read stdout/stderr to their end (the tests read what it printed last)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
+        code = self.proc.wait(timeout=timeout_s)
+        for thread in self._drains:
+            thread.join(10)
+        return code
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

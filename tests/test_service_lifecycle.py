@@ -82,6 +82,42 @@ def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def test_health_is_not_serving_between_bind_and_load(tmp_path):
+    """The order orchestrators rely on, step by step in-process (a poller racing a subprocess can miss
+    a load that takes a few milliseconds): bound and NOT_SERVING, Tribind RPCs UNAVAILABLE, then
+    SERVING once `load` returns, then NOT_SERVING again while draining."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from protos.tribind.v1 import tribind_pb2 as pb
+    from protos.tribind.v1 import tribind_pb2_grpc as pb_grpc
+    from service.config import ServerConfig
+    from service.server import SERVICE_NAME, TribindServer
+
+    server = TribindServer(ServerConfig(data_dir=tmp_path / "lib", listen="127.0.0.1:0", preset="test",
+                                        checkpoint=None, threads=2, grace_s=0.0))
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health_stub = health_pb2_grpc.HealthStub(channel)
+
+            def status(name: str) -> str:
+                reply = health_stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+            assert [status(""), status(SERVICE_NAME)] == ["NOT_SERVING", "NOT_SERVING"]
+            tribind = pb_grpc.TribindStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                tribind.Stats(pb.StatsRequest(), timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+            server.load()
+            assert [status(""), status(SERVICE_NAME)] == ["SERVING", "SERVING"]
+            assert tribind.Stats(pb.StatsRequest(), timeout=10).cases == 0
+            server._health.enter_graceful_shutdown()  # the first thing stop() does
+            assert status(SERVICE_NAME) == "NOT_SERVING"
+    finally:
+        server.stop(0.0)
+
+
 def test_cli_commands_through_the_sdk(data_dir, state, tmp_path):
     server = ServerProcess(data_dir, seed_cases=SEEDED).start()
     state["server"] = server
@@ -214,7 +250,10 @@ def test_sigterm_drains_snapshots_and_exits_0(data_dir, state):
     assert server.terminate() == 0
     sidecars = list((data_dir / "faiss").iterdir())
     assert sidecars and all(p.stat().st_mtime >= asked - 1 for p in sidecars), "no final snapshot on SIGTERM"
-    assert "stopped" in "".join(server.stderr)
+    printed = "".join(server.stderr)
+    assert "stopped" in printed
+    # a clean shutdown logs no native-extension leak report (gc.freeze'd objects, see TribindServer.stop)
+    assert "leaked" not in printed, printed[-2000:]
 
 
 def test_model_change_refuses_stale_search_until_reindex(data_dir, state, tmp_path):
@@ -229,9 +268,11 @@ def test_model_change_refuses_stale_search_until_reindex(data_dir, state, tmp_pa
     server = ServerProcess(data_dir, preset=str(tmp_path / "retrained.json"), port=port).start()
     try:
         polling.join(30)
-        # bound first and NOT_SERVING while the model and library load, SERVING only then
-        assert "NOT_SERVING" in observed and observed[-1] == "SERVING", observed
-        assert observed.index("NOT_SERVING") < observed.index("SERVING")
+        # SERVING in the end, and never NOT_SERVING after it. Whether the poller catches the NOT_SERVING
+        # window depends on how long the load takes (a CI run saw DOWN then SERVING): the order itself
+        # is checked step by step in test_health_is_not_serving_between_bind_and_load.
+        assert observed and observed[-1] == "SERVING", observed
+        assert observed.count("SERVING") == 1, observed
         with server.client() as client:
             stats = client.stats()
             assert stats.cases == state["stats"].cases  # every case survived the SIGTERM restart
