@@ -40,6 +40,36 @@ def test_train_saves_loadable_checkpoint_and_resumes(tmp_path):
     assert second["model_version"] != first["model_version"]
 
 
+def test_init_from_a_checkpoint_with_frozen_towers(tmp_path, capsys):
+    base = tmp_path / "base"
+    opts = TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(base), threads=1, progress=False,
+                        warmup_steps=1)
+    train(opts)
+    opts.out, opts.init_from, opts.freeze, opts.preset = str(tmp_path / "adapted"), str(base), ("xray", "ecg"), None
+    opts.lr = 1e-2
+    adapted = train(opts)
+    before, after = load_model(base).model.state_dict(), load_model(tmp_path / "adapted").model.state_dict()
+    assert adapted["model_version"] != load_model(base).model_version
+    for name, tensor in before.items():
+        same = torch.equal(tensor, after[name])
+        if name.startswith(("xray.", "xray_proj.", "ecg.", "ecg_proj.")):
+            assert same, f"{name} changed though its tower was frozen"
+    lora = [n for n in before if "lora_" in n or n.startswith("text_proj.")]
+    assert lora and any(not torch.equal(before[n], after[n]) for n in lora)  # the text tower trained
+
+    with pytest.raises(InvalidInputError, match="freeze: unknown tower"):
+        train(TrainOptions(preset="test", freeze=("lungs",), out=str(tmp_path / "x")))
+    with pytest.raises(InvalidInputError, match="at most two"):
+        train(TrainOptions(preset="test", freeze=("xray", "ecg", "text"), out=str(tmp_path / "x")))
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    from tribind.cli import main
+
+    assert main(["train", "--preset", "test", "--init-from", str(base), "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "--preset", "nosuch", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "leave out --preset" in err and "unknown preset 'nosuch'" in err and "Traceback" not in err
+
+
 def test_epoch_batches_cover_cases_once_and_group_lengths():
     reports = [("word " * n).strip() for n in (1, 50, 2, 40, 3, 30, 4, 20, 5, 10, 6, 60)]
     data = build_case_tensors(_StubBundle(), [(f"c{i}", (), None, None, r) for i, r in enumerate(reports)])

@@ -12,12 +12,14 @@ RNG: what `--resume` needs) and `metrics.jsonl` (one JSON object per logged step
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,9 @@ MODALITIES = ("xray", "ecg", "text")
 
 @dataclass
 class TrainOptions:
-    preset: str = "tiny"
+    preset: str | None = "tiny"     # ignored with init_from: the checkpoint's own config is trained
+    init_from: str | None = None    # start from this checkpoint ("default" = the bundled one), not random init
+    freeze: tuple[str, ...] = ()    # towers (with their projection heads) left as they are: "xray", "ecg", "text"
     data: str = "phantom"            # "phantom" or a manifest CSV path
     cases: int = 3000                # phantom: how many cases; manifest: at most this many (0 = all)
     seed: int = 0
@@ -255,6 +259,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Train per `opts`; returns a summary (model_version, steps, seconds, last loss)."""
     ctx = _setup_distributed()
     precision = resolve_precision(opts.precision, ctx.device)  # before any work: a bad value fails at once
+    frozen_towers = _check_freeze(opts.freeze)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     out = Path(opts.out)
@@ -262,8 +267,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     torch.manual_seed(opts.seed)  # identical initial weights on every rank
-    bundle = create_model(opts.preset)
+    bundle = create_model(None, checkpoint=opts.init_from) if opts.init_from else create_model(opts.preset)
     model = bundle.model.to(ctx.device)
+    frozen = _freeze(model, frozen_towers)
     model.text.enable_prefix_cache()
     data = load_training_data(bundle, opts, ctx.world)
     batch_size = min(opts.batch_size, len(data) // ctx.world)
@@ -346,7 +352,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 break
         if bar is not None:
             bar.close()
-        _save(ctx, bundle, out, optimizer, scheduler, epoch + (0 if stopped_early else 1), step)
+        _save(ctx, bundle, out, optimizer, scheduler, epoch + (0 if stopped_early else 1), step, frozen)
         if ctx.main:
             _write_metrics(out, {"event": "epoch", "epoch": epoch, "step": step, "loss": round(loss_value, 5),
                                  "seconds": round(time.time() - epoch_start, 1),
@@ -374,11 +380,48 @@ def _progress(ctx: _Dist, opts: TrainOptions, total: int, epoch: int):
                 dynamic_ncols=True, leave=True)
 
 
+def _check_freeze(towers: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = sorted(set(towers) - set(MODALITIES))
+    if unknown:
+        raise InvalidInputError("freeze", f"unknown tower(s) {unknown}; choose among {list(MODALITIES)}")
+    if set(towers) == set(MODALITIES):
+        raise InvalidInputError("freeze", "every tower frozen leaves nothing to train; freeze at most two")
+    return tuple(dict.fromkeys(towers))
+
+
+def _freeze(model: torch.nn.Module, towers: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """Stop training `towers` and their projection heads; returns the parameters frozen here.
+
+    Why freeze a tower: continued training on new paired data (one institution's reports, say) can then
+    move the other towers onto a fixed space, and what was already aligned to the frozen tower, or
+    stored from it, stays valid. The temperature keeps training. A frozen tower still runs in training
+    mode (its DropKey and lead dropout stay on, as in the runs measured in the README)."""
+    prefixes = tuple(p for t in towers for p in (f"{t}.", f"{t}_proj."))
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefixes)]
+    for param in frozen:
+        param.requires_grad_(False)
+    return frozen
+
+
+@contextlib.contextmanager
+def _all_trainable(frozen: list[torch.nn.Parameter]) -> Iterator[None]:
+    """The checkpoint format stores the trainable parameters (LoRA, not the text base weights): mark the
+    frozen towers trainable while saving, so the checkpoint stays loadable by `create_model`."""
+    for param in frozen:
+        param.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for param in frozen:
+            param.requires_grad_(False)
+
+
 def _save(ctx: _Dist, bundle: ModelBundle, out: Path, optimizer: torch.optim.Optimizer,
-          scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, step: int) -> None:
+          scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, step: int, frozen: list[torch.nn.Parameter]) -> None:
     if ctx.main:
         model = bundle.model
-        bundle.model_version = save_state(model, bundle.config, out)
+        with _all_trainable(frozen):  # a checkpoint holds every tower, frozen or not
+            bundle.model_version = save_state(model, bundle.config, out)
         trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch, "step": step, "rng": torch.get_rng_state()}, out / (STATE_FILE + ".tmp"))

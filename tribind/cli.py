@@ -44,7 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except Exception as exc:
+        # A bad value (unknown preset, checkpoint, tower ...) reads as one line naming the field, not a
+        # traceback; anything else is a bug and keeps its traceback.
+        from encoders.errors import InvalidInputError
+
+        if not isinstance(exc, InvalidInputError):
+            raise
+        print(f"tribind {args.command}: {exc}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

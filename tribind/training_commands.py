@@ -12,7 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train the joint model (phantom cases or a manifest); torchrun for several processes",
         description="Train X-ray, ECG and text encoders into one space. Several processes: "
                     "torchrun --nproc_per_node 2 -m tribind train ... (gloo on CPU, NCCL on GPU).")
-    train.add_argument("--preset", default="tiny", help="preset name or preset .json (default: tiny)")
+    train.add_argument("--preset", default=None, help="preset name or preset .json (default: tiny)")
+    train.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                       help="continue training this checkpoint ('default' = the bundled one) on --data, with its own "
+                            "config, instead of a random init of --preset")
+    train.add_argument("--freeze", default="", metavar="TOWERS",
+                       help="comma-separated towers to leave unchanged, with their projection heads: xray, ecg, text "
+                            "(e.g. --init-from default --freeze xray,ecg adapts the text tower to new reports); "
+                            "--resume needs the same --init-from and --freeze")
     train.add_argument("--data", default="phantom", help="'phantom' or a manifest CSV (default: phantom)")
     train.add_argument("--cases", type=int, default=3000, help="phantom cases to generate / manifest cases to use (0 = all)")
     train.add_argument("--seed", type=int, default=0, help="phantom population and initialisation seed")
@@ -62,8 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from training.train import TrainOptions, train
 
+    if args.preset and args.init_from:
+        print("tribind train: --init-from trains the checkpoint's own config; leave out --preset", file=sys.stderr)
+        return 2
     summary = train(TrainOptions(
-        preset=args.preset, data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
+        preset=args.preset or "tiny", init_from=args.init_from,
+        freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()), data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
         label_set=args.label_set, split=args.split or None, threads=args.threads, precision=args.precision,
