@@ -61,6 +61,8 @@ def test_init_from_a_checkpoint_with_frozen_towers(tmp_path, capsys):
         train(TrainOptions(preset="test", freeze=("lungs",), out=str(tmp_path / "x")))
     with pytest.raises(InvalidInputError, match="at most two"):
         train(TrainOptions(preset="test", freeze=("xray", "ecg", "text"), out=str(tmp_path / "x")))
+    with pytest.raises(InvalidInputError, match="not a checkpoint directory"):
+        train(TrainOptions(init_from=str(tmp_path / "nowhere"), out=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()  # refused before anything was written
     from tribind.cli import main
 

@@ -17,16 +17,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from encoders.checkpoint import save_state
+from encoders.checkpoint import resolve_checkpoint, save_state
 from encoders.config import label_target_shares
 from encoders.errors import InvalidInputError
 from encoders.factory import ModelBundle, create_model
@@ -260,6 +260,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     ctx = _setup_distributed()
     precision = resolve_precision(opts.precision, ctx.device)  # before any work: a bad value fails at once
     frozen_towers = _check_freeze(opts.freeze)
+    if opts.init_from:
+        resolve_checkpoint(opts.init_from)  # a wrong path fails here, before the output folder is made
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     out = Path(opts.out)

@@ -74,7 +74,8 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     summary = train(TrainOptions(
         preset=args.preset or "tiny", init_from=args.init_from,
-        freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()), data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
+        freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()),
+        data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
         label_set=args.label_set, split=args.split or None, threads=args.threads, precision=args.precision,
