@@ -67,11 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from encoders.errors import InvalidInputError
     from training.train import TrainOptions, train
 
     if args.preset and args.init_from:
-        print("tribind train: --init-from trains the checkpoint's own config; leave out --preset", file=sys.stderr)
-        return 2
+        raise InvalidInputError("preset", "--init-from trains the checkpoint's own config; leave out --preset")
     summary = train(TrainOptions(
         preset=args.preset or "tiny", init_from=args.init_from,
         freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()),
