@@ -72,6 +72,58 @@ def test_init_from_a_checkpoint_with_frozen_towers(tmp_path, capsys):
     assert "leave out --preset" in err and "unknown preset 'nosuch'" in err and "Traceback" not in err
 
 
+def test_frozen_towers_are_embedded_once_in_eval_mode(tmp_path, monkeypatch):
+    from encoders.factory import create_model
+    from encoders.joint_model import TriBindModel
+    from training.phantom_dataset import phantom_case_tensors
+    from training.train import _batch_inputs, frozen_embedding_cache
+
+    torch.manual_seed(0)
+    bundle = create_model("test")
+    data = phantom_case_tensors(bundle, 12, seed=3, workers=1)
+    bundle.model.train()
+    opts = TrainOptions(preset="test")
+    cache = frozen_embedding_cache(bundle, data, opts, ("xray", "text"), torch.device("cpu"), "fp32")
+    assert set(cache) == {"xray", "text"} and bundle.model.training  # the mode is put back
+    rows = torch.nonzero(data.has_xray).flatten()
+    bundle.model.eval()
+    with torch.no_grad():
+        expected = bundle.model.encode_xray(data.pixels[rows].float())
+    torch.testing.assert_close(cache["xray"][rows], expected, rtol=1e-4, atol=1e-5)
+    assert not cache["xray"][~data.has_xray].any()  # absent films stay zero rows
+    # Inputs that change per step cannot be cached: that tower keeps running in the loop.
+    assert set(frozen_embedding_cache(bundle, data, TrainOptions(augment=True), ("xray", "text"),
+                                      torch.device("cpu"), "fp32")) == {"text"}
+    assert set(frozen_embedding_cache(bundle, data, TrainOptions(sentence_sampling=0.5), ("text",),
+                                      torch.device("cpu"), "fp32")) == set()
+    assert frozen_embedding_cache(bundle, data, TrainOptions(cache_frozen=False), ("xray",),
+                                  torch.device("cpu"), "fp32") == {}
+    batch, present = _batch_inputs(bundle, data, torch.arange(8), torch.device("cpu"), skip=("xray", "text"))
+    assert "pixels" not in batch and "input_ids" not in batch and "signals" in batch
+    assert torch.equal(present["xray"], data.has_xray[:8])
+
+    # In a run: the frozen X-ray tower is called once per 64 films to fill the cache, never in the loop.
+    calls = {"xray": 0}
+    original = TriBindModel.encode_xray
+
+    def counting(self, pixels):
+        calls["xray"] += 1
+        return original(self, pixels)
+
+    monkeypatch.setattr(TriBindModel, "encode_xray", counting)
+    base = tmp_path / "base"
+    train(TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(base), threads=1, progress=False,
+                       warmup_steps=1))
+    assert calls["xray"] == 3  # three steps, every one with films
+    calls["xray"] = 0
+    for cache_frozen, expected_calls, expected_cached in ((True, 1, ["ecg", "xray"]), (False, 6, [])):
+        out = tmp_path / f"cache_{cache_frozen}"
+        train(TrainOptions(init_from=str(base), freeze=("xray", "ecg"), cache_frozen=cache_frozen, cases=24,
+                           epochs=2, batch_size=8, out=str(out), threads=1, progress=False, warmup_steps=1))
+        assert calls["xray"] == expected_calls and _events(out)[0]["cached_towers"] == expected_cached
+        calls["xray"] = 0
+
+
 def test_epoch_batches_cover_cases_once_and_group_lengths():
     reports = [("word " * n).strip() for n in (1, 50, 2, 40, 3, 30, 4, 20, 5, 10, 6, 60)]
     data = build_case_tensors(_StubBundle(), [(f"c{i}", (), None, None, r) for i, r in enumerate(reports)])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,10 +199,7 @@ def collect_margins(bundle: ModelBundle, labelset: LabelSet, data: CaseTensors,
     from training.case_tensors import embed_cases
 
     bundle.model.text.enable_prefix_cache()
-    # embed_cases skips absent rows: clearing the flags of unwanted modalities skips their forward passes.
-    wanted = replace(data, **{f"has_{m}": torch.zeros_like(data.present(m)) for m in ("xray", "ecg", "text")
-                              if m not in modalities})
-    embeddings = embed_cases(bundle, wanted)
+    embeddings = embed_cases(bundle, data, modalities=tuple(modalities))
     out = {}
     for modality in modalities:
         labels = labelset.for_modality(modality)

@@ -74,29 +74,42 @@ def build_case_tensors(bundle: ModelBundle, items: Iterable[tuple[str, Sequence[
     )
 
 
-def embed_cases(bundle: ModelBundle, data: CaseTensors, batch_size: int = 128) -> dict[str, torch.Tensor]:
-    """Unit embeddings per modality, [N, D] each; rows of absent modalities are zero."""
+def embed_cases(bundle: ModelBundle, data: CaseTensors, batch_size: int = 128,
+                modalities: tuple[str, ...] = ("xray", "ecg", "text"), device: torch.device | None = None,
+                precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """Unit embeddings of `modalities`, [N, D] float32 on the CPU each; rows of absent modalities are zero.
+
+    Inference embeddings: the model runs in eval mode (no DropKey, no dropout) on `device` (default:
+    where the model is), under `precision`'s autocast (training.precision)."""
+    from training.precision import autocast
+
     model = bundle.model
+    device = device or next(model.parameters()).device
     dim = model.embed_dim
-    out = {m: torch.zeros(len(data), dim) for m in ("xray", "ecg", "text")}
+    out = {m: torch.zeros(len(data), dim) for m in modalities}
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, device):
             for modality in ("xray", "ecg"):
+                if modality not in modalities:
+                    continue
                 rows = torch.nonzero(data.present(modality)).flatten()
                 for chunk in rows.split(batch_size):
                     if modality == "xray":
-                        out["xray"][chunk] = model.encode_xray(data.pixels[chunk].float())
+                        emb = model.encode_xray(data.pixels[chunk].float().to(device))
                     else:
-                        out["ecg"][chunk] = model.encode_ecg(data.signals[chunk], data.lead_mask[chunk])
-            rows = torch.nonzero(data.has_text).flatten().tolist()
-            # Length-sorted batches: reports vary 2-4x in length, padding would be most of the work.
-            rows.sort(key=lambda i: len(data.reports[i]))
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                tokens = bundle.tokenizer([data.reports[i] for i in chunk])
-                out["text"][torch.tensor(chunk)] = model.encode_text(**tokens)
+                        emb = model.encode_ecg(data.signals[chunk].to(device), data.lead_mask[chunk].to(device))
+                    out[modality][chunk] = emb.float().cpu()
+            if "text" in modalities:
+                rows = torch.nonzero(data.has_text).flatten().tolist()
+                # Length-sorted batches: reports vary 2-4x in length, padding would be most of the work.
+                rows.sort(key=lambda i: len(data.reports[i]))
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start:start + batch_size]
+                    tokens = bundle.tokenizer([data.reports[i] for i in chunk])
+                    emb = model.encode_text(**{k: v.to(device) for k, v in tokens.items()})
+                    out["text"][torch.tensor(chunk)] = emb.float().cpu()
     finally:
         model.train(was_training)
     return out

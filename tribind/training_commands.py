@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="comma-separated towers to leave unchanged, with their projection heads: xray, ecg, text "
                             "(e.g. --init-from default --freeze xray,ecg adapts the text tower to new reports); "
                             "--resume needs the same --init-from and --freeze")
+    train.add_argument("--no-cache-frozen", action="store_true",
+                       help="run frozen towers at every step, in training mode, instead of embedding their cases "
+                            "once in eval mode (the default where their inputs do not change per step)")
     train.add_argument("--data", default="phantom", help="'phantom' or a manifest CSV (default: phantom)")
     train.add_argument("--cases", type=int, default=3000, help="phantom cases to generate / manifest cases to use (0 = all)")
     train.add_argument("--seed", type=int, default=0, help="phantom population and initialisation seed")
@@ -74,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
         raise InvalidInputError("preset", "--init-from trains the checkpoint's own config; leave out --preset")
     summary = train(TrainOptions(
         preset=args.preset or "tiny", init_from=args.init_from,
-        freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()),
+        freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()), cache_frozen=not args.no_cache_frozen,
         data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
