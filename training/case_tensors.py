@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from encoders.factory import ModelBundle
+from training.precision import autocast
 
 
 @dataclass
@@ -81,8 +82,6 @@ def embed_cases(bundle: ModelBundle, data: CaseTensors, batch_size: int = 128,
 
     Inference embeddings: the model runs in eval mode (no DropKey, no dropout) on `device` (default:
     where the model is), under `precision`'s autocast (training.precision)."""
-    from training.precision import autocast
-
     model = bundle.model
     device = device or next(model.parameters()).device
     dim = model.embed_dim

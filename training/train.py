@@ -305,12 +305,13 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     steps_per_epoch = len(data) // (batch_size * ctx.world)
     total_steps = steps_per_epoch * opts.epochs
 
-    report_tokens = tokenise_reports(bundle, data.reports)
     cached = frozen_embedding_cache(bundle, data, opts, frozen_towers, ctx.device, precision)
+    report_tokens = None
     if "text" not in cached:
         # Not for a cached text tower: it never runs in the loop, and the prefix cache (~0.6 MB per
         # phantom report) would hold gigabytes for nothing.
         model.text.enable_prefix_cache()
+        report_tokens = tokenise_reports(bundle, data.reports)
     findings = _label_findings(data, opts, max(label_target_shares(bundle.config["loss"]).values()))
     # fused: one kernel over all parameters; on 2 CPU cores the step takes ~3 ms instead of ~12.
     optimizer = torch.optim.AdamW(adamw_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6,

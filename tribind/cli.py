@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from encoders.errors import InvalidInputError  # no torch: encoders resolves its heavy names lazily
+
 # Order is the order of `tribind --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "tribind.phantom_commands",   # phantom, contact-sheet
@@ -46,13 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except Exception as exc:
+    except InvalidInputError as exc:
         # A bad value (unknown preset, checkpoint, tower ...) reads as one line naming the field, not a
         # traceback; anything else is a bug and keeps its traceback.
-        from encoders.errors import InvalidInputError
-
-        if not isinstance(exc, InvalidInputError):
-            raise
         print(f"tribind {args.command}: {exc}", file=sys.stderr)
         return 2
     return int(result or 0)
