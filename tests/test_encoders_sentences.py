@@ -101,6 +101,83 @@ def test_cached_and_uncached_sentences_agree_and_lora_trains(bundle):
         torch.testing.assert_close(cached_grads[name], grad, atol=5e-3, rtol=5e-3, msg=name)
 
 
+def _rows_per_pass(text):
+    """Wrap `text._split_forward` to record how many sentence rows each pass encodes."""
+    seen: list[int] = []
+    inner = text._split_forward
+
+    def counting(input_ids, attention_mask, cache_rows=None):
+        seen.append(input_ids.shape[0])
+        return inner(input_ids, attention_mask, cache_rows)
+
+    text._split_forward = counting
+    return seen, inner
+
+
+REPEATS = "No effusion. Sinus rhythm.\nNo effusion."   # one sentence twice: it weighs twice in the mean
+
+
+def test_each_distinct_sentence_is_encoded_once_with_the_joint_pass_numbers(bundle):
+    """The batch's sentences are deduplicated before the tower runs; outputs and LoRA gradients equal the
+    joint [B, L] pass, a repeated sentence keeps its weight in its report's mean, and the prefix cache is
+    keyed per sentence (a row excluded from the cache adds only sentences no other row has)."""
+    text = bundle.model.text
+    texts = [REPORT, REPEATS, "No effusion.", "A one-off sentence."]
+    tokens = bundle.tokenizer(texts)
+    weights = torch.randn(len(texts), text.width, generator=torch.Generator().manual_seed(4))
+    text.eval()  # no dropout: the two passes draw their masks over different shapes
+    outputs, grads = [], []
+    seen, inner = _rows_per_pass(text)
+    try:
+        for forward in (inner, text.forward):  # the joint pass, then the deduplicated one
+            text.zero_grad()
+            out = forward(tokens["input_ids"], tokens["attention_mask"])
+            (out * weights).sum().backward()
+            outputs.append(out.detach())
+            grads.append({n: p.grad.clone() for n, p in text.named_parameters() if p.requires_grad})
+        distinct = len(set(SENTENCES) | {"A one-off sentence."})
+        assert seen == [distinct]  # the joint pass calls `inner` directly: only the deduplicated one counts
+        torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
+        for name, grad in grads[0].items():
+            torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+        with torch.no_grad():
+            no_eff, sinus = text(**bundle.tokenizer(["No effusion.", "Sinus rhythm."]))
+        torch.testing.assert_close(outputs[1][1], (2 * no_eff + sinus) / 3, atol=1e-5, rtol=1e-4)
+
+        text.train()
+        text.enable_prefix_cache()
+        with torch.no_grad():
+            text(**tokens, cache_rows=torch.tensor([True, True, True, False]))
+        assert len(text._cache) == distinct - 1  # the one-off sentence was in the excluded row only
+    finally:
+        text._split_forward = inner
+        text.enable_prefix_cache(False)
+        text.eval()
+
+
+def test_memoised_sentences_reuse_rows_across_calls_at_inference_only(bundle):
+    text = bundle.model.text.eval()
+    seen, inner = _rows_per_pass(text)
+    try:
+        with torch.no_grad():
+            plain = text(**bundle.tokenizer([REPORT, REPEATS, "Something new."]))
+            seen.clear()
+            with text.memoised_sentences():
+                first = text(**bundle.tokenizer([REPORT]))
+                again = text(**bundle.tokenizer([REPORT, REPEATS, "Something new."]))
+                assert seen == [len(SENTENCES), 1]  # the second call encodes "Something new." only
+                text.train()
+                text(**bundle.tokenizer([REPORT]))  # training never reads the memo
+                assert seen[-1] == len(SENTENCES)
+                text.eval()
+            assert text._sentence_memo is None
+        torch.testing.assert_close(first[0], plain[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(again, plain, atol=1e-5, rtol=1e-4)
+    finally:
+        text._split_forward = inner
+        text.eval()
+
+
 def test_attention_stays_within_each_sentence(bundle):
     model = bundle.model.eval()
     tokens = bundle.tokenizer([REPORT, "No effusion."])

@@ -101,14 +101,21 @@ def embed_cases(bundle: ModelBundle, data: CaseTensors, batch_size: int = 128,
                         emb = model.encode_ecg(data.signals[chunk].to(device), data.lead_mask[chunk].to(device))
                     out[modality][chunk] = emb.float().cpu()
             if "text" in modalities:
-                rows = torch.nonzero(data.has_text).flatten().tolist()
-                # Length-sorted batches: reports vary 2-4x in length, padding would be most of the work.
-                rows.sort(key=lambda i: len(data.reports[i]))
-                for start in range(0, len(rows), batch_size):
-                    chunk = rows[start:start + batch_size]
-                    tokens = bundle.tokenizer([data.reports[i] for i in chunk])
-                    emb = model.encode_text(**{k: v.to(device) for k, v in tokens.items()})
-                    out["text"][torch.tensor(chunk)] = emb.float().cpu()
+                with model.text.memoised_sentences():
+                    _embed_reports(bundle, data, batch_size, device, out["text"])
     finally:
         model.train(was_training)
     return out
+
+
+def _embed_reports(bundle: ModelBundle, data: CaseTensors, batch_size: int, device: torch.device,
+                   out: torch.Tensor) -> None:
+    """Fill the rows of `out` [N, D] of the cases that have a report with their text embeddings."""
+    rows = torch.nonzero(data.has_text).flatten().tolist()
+    # Length-sorted batches: reports vary 2-4x in length, padding would be most of the work.
+    rows.sort(key=lambda i: len(data.reports[i]))
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        tokens = bundle.tokenizer([data.reports[i] for i in chunk])
+        emb = bundle.model.encode_text(**{k: v.to(device) for k, v in tokens.items()})
+        out[torch.tensor(chunk)] = emb.float().cpu()
