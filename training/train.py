@@ -49,6 +49,7 @@ class TrainOptions:
     freeze: tuple[str, ...] = ()    # towers (with their projection heads) left as they are: "xray", "ecg", "text"
     cache_frozen: bool = True       # embed frozen towers' cases once, in eval mode (see frozen_embedding_cache)
     data: str = "phantom"            # "phantom" or a manifest CSV path
+    case_cache: str | None = None    # phantom: keep prepared cases in this folder between runs (training/case_cache.py)
     cases: int = 3000                # phantom: how many cases; manifest: at most this many (0 = all)
     seed: int = 0
     out: str = "runs/tiny"
@@ -94,13 +95,19 @@ def _setup_distributed() -> _Dist:
     return _Dist(rank=rank, world=world, device=device)
 
 
-def load_training_data(bundle: ModelBundle, opts: TrainOptions, world: int = 1) -> CaseTensors:
+def load_training_data(bundle: ModelBundle, opts: TrainOptions, world: int = 1, main: bool = True) -> CaseTensors:
     if opts.data == "phantom":
+        # Under torchrun every rank generates the cases; a process pool per rank would oversubscribe.
+        workers = 1 if world > 1 else None
+        if opts.case_cache:
+            from training.case_cache import cached_phantom_case_tensors
+
+            # One writer: ranks that draw the same cases need not race for the same file.
+            return cached_phantom_case_tensors(bundle, opts.cases, opts.seed, opts.missing_rate, opts.case_cache,
+                                               workers=workers, write=main)
         from training.phantom_dataset import phantom_case_tensors
 
-        # Under torchrun every rank generates the cases; a process pool per rank would oversubscribe.
-        return phantom_case_tensors(bundle, opts.cases, opts.seed, missing_rate=opts.missing_rate,
-                                    workers=1 if world > 1 else None)
+        return phantom_case_tensors(bundle, opts.cases, opts.seed, missing_rate=opts.missing_rate, workers=workers)
     if not Path(opts.data).is_file():
         raise InvalidInputError("data", f"{opts.data} is neither 'phantom' nor a manifest file; "
                                 "write one with `tribind phantom` or a data reader")
@@ -298,7 +305,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     bundle = create_model(None, checkpoint=opts.init_from) if opts.init_from else create_model(opts.preset)
     model = bundle.model.to(ctx.device)
     frozen = _freeze(model, frozen_towers)
-    data = load_training_data(bundle, opts, ctx.world)
+    data = load_training_data(bundle, opts, ctx.world, ctx.main)
     batch_size = min(opts.batch_size, len(data) // ctx.world)
     if batch_size < 2:
         raise InvalidInputError("cases", f"{len(data)} cases cannot fill a batch of 2 per process; use more cases")
@@ -308,8 +315,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     cached = frozen_embedding_cache(bundle, data, opts, frozen_towers, ctx.device, precision)
     report_tokens = None
     if "text" not in cached:
-        # Not for a cached text tower: it never runs in the loop, and the prefix cache (~0.6 MB per
-        # phantom report) would hold gigabytes for nothing.
+        # Not for a cached text tower: it never runs in the loop, so the prefix cache (~30 KB per
+        # distinct sentence) would be filled for nothing.
         model.text.enable_prefix_cache()
         report_tokens = tokenise_reports(bundle, data.reports)
     findings = _label_findings(data, opts, max(label_target_shares(bundle.config["loss"]).values()))

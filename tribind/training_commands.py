@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="run frozen towers at every step, in training mode, instead of embedding their cases "
                             "once in eval mode (the default where their inputs do not change per step)")
     train.add_argument("--data", default="phantom", help="'phantom' or a manifest CSV (default: phantom)")
+    train.add_argument("--case-cache", default=None, metavar="DIR",
+                       help="phantom: keep the prepared cases in DIR, so later runs on the same seed read them "
+                            "instead of drawing them again (e.g. var/cases; ~80 KB per case)")
     train.add_argument("--cases", type=int, default=3000, help="phantom cases to generate / manifest cases to use (0 = all)")
     train.add_argument("--seed", type=int, default=0, help="phantom population and initialisation seed")
     train.add_argument("--out", required=True, help="output folder: the checkpoint, train_state.pt, metrics.jsonl")
@@ -78,7 +81,7 @@ def _train(args: argparse.Namespace) -> int:
     summary = train(TrainOptions(
         preset=args.preset or "tiny", init_from=args.init_from,
         freeze=tuple(t.strip() for t in args.freeze.split(",") if t.strip()), cache_frozen=not args.no_cache_frozen,
-        data=args.data, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
+        data=args.data, case_cache=args.case_cache, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
         label_set=args.label_set, split=args.split or None, threads=args.threads, precision=args.precision,
