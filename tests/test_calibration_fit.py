@@ -177,3 +177,45 @@ def test_stacked_maps_read_the_look_alike_and_separate_better():
     assert again.covers("toy", "xray", list(ids)) and not again.covers("toy", "xray", ["atelectasis"])
     with pytest.raises(InvalidInputError, match="effusion"):
         again.apply(["atelectasis"], "xray", fresh[:, 1:], "toy")
+
+
+def test_a_negative_own_weight_is_held_at_zero_the_constrained_optimum():
+    """An own margin its look-alike repeats (own = s + c, look-alike = 2 s + c, truth in s): the free fit
+    weights own negatively; the constrained fit is the bounded optimum, not the label's Platt map."""
+    from scipy.optimize import minimize
+
+    from training.calibrate import fit_platt, fit_stacked
+    from training.metrics import auroc
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    truth = rng.random(n) < 0.3
+    signal = 0.1 * truth + rng.normal(0, 0.03, n)
+    confound = rng.normal(0, 0.1, n)
+    margins = np.stack([signal + confound, 2 * signal + confound], axis=1)
+    ids = ("left", "right")
+    fitted = fit_stacked(margins, truth, ids, own=0)
+    assert fitted.a == 0.0 and fitted.cross["right"] > 0
+    platt = fit_platt(margins[:, 0], truth)
+    maps = {"left": fitted, "right": fit_stacked(margins, truth, ids, own=1)}
+    prob = Calibration("m", {"toy": {"xray": maps}}).apply(list(ids), "xray", margins, "toy")
+    assert auroc(truth, prob[:, 0]) > auroc(truth, margins[:, 0]) + 0.05
+    assert auroc(truth, margins[:, 0]) == pytest.approx(auroc(truth, 1 / (1 + np.exp(-(platt.a * margins[:, 0] + platt.b)))))
+
+    # The same penalised, prior-corrected problem solved with the bound by L-BFGS-B lands on our weights.
+    mu, sd = margins.mean(0), margins.std(0)
+    design = np.hstack([(margins - mu) / sd, np.ones((n, 1))])
+    n_pos = int(truth.sum())
+    target = np.where(truth, (n_pos + 1) / (n_pos + 2), 1 / (n - n_pos + 2))
+
+    def loss(w):
+        s = design @ w
+        grad = design.T @ (1 / (1 + np.exp(-s)) - target)
+        grad[:-1] += w[:-1]
+        return np.sum(np.logaddexp(0, s) - target * s) + 0.5 * np.sum(w[:-1] ** 2), grad
+
+    bounded = minimize(loss, np.zeros(3), jac=True, method="L-BFGS-B", bounds=[(0, None), (None, None), (None, None)],
+                       options={"ftol": 1e-14, "gtol": 1e-10}).x
+    assert bounded[0] == pytest.approx(0.0, abs=1e-6)
+    assert fitted.cross["right"] == pytest.approx(bounded[1] / sd[1], rel=1e-4)
+    assert fitted.b == pytest.approx(bounded[2] - bounded[1] / sd[1] * mu[1], rel=1e-4, abs=1e-6)

@@ -109,9 +109,14 @@ def fit_stacked(margins: np.ndarray, truth: np.ndarray, label_ids: Sequence[str]
                 l2: float = DEFAULT_L2, max_iter: int = 100) -> PlattMap:
     """Label `own`'s map over all margins [N, K] (columns in `label_ids` order); truth [N] bool.
 
-    The same prior-corrected targets and L2 penalty (on standardised margins) as `fit_platt`; when
-    the fit gives the label's own margin a negative weight, the label keeps its Platt map instead, so
-    a higher own margin never lowers its probability.
+    The same prior-corrected targets and L2 penalty (on standardised margins) as `fit_platt`, with the
+    label's own slope constrained to >= 0 so that a higher own margin never lowers its probability.
+    The problem is convex with one bound, so when the free fit puts a negative weight on the own
+    margin the constrained optimum has that weight at exactly 0: the refit without the own column.
+    Why not fall back to the label's Platt map there: a margin that its look-alikes nearly repeat
+    (the left effusion's, 0.99 correlated with the right's on tiny-1228df984afc78d3, whose towers read
+    little laterality) carries nothing of its own, and its Platt map ranked the label in the top 2 for
+    5 % of its films against 39 % for the constrained fit (held-out AUROC 0.906 -> 0.972).
     """
     x = np.asarray(margins, dtype=np.float64)
     y = np.asarray(truth, dtype=bool).reshape(-1)
@@ -127,12 +132,18 @@ def fit_stacked(margins: np.ndarray, truth: np.ndarray, label_ids: Sequence[str]
     keep = sd >= 1e-12   # a constant margin carries nothing (and cannot be standardised)
     z = (x[:, keep] - mu[keep]) / sd[keep]
     target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-    k = z.shape[1]
-    w = _penalised_logistic(z, target, l2, math.log((n_pos + 1.0) / (n_neg + 1.0)), max_iter)
+    prior_b = math.log((n_pos + 1.0) / (n_neg + 1.0))
+    w = _penalised_logistic(z, target, l2, prior_b, max_iter)
     slopes = np.zeros(len(label_ids))
-    slopes[keep] = w[:k] / sd[keep]
+    slopes[keep] = w[:-1] / sd[keep]
     if slopes[own] <= 0:
-        return fit_platt(x[:, own], y, l2, max_iter)
+        keep[own] = False
+        if not keep.any():
+            return PlattMap(0.0, prior_b, n_pos, n_neg)
+        z = (x[:, keep] - mu[keep]) / sd[keep]
+        w = _penalised_logistic(z, target, l2, prior_b, max_iter)
+        slopes = np.zeros(len(label_ids))
+        slopes[keep] = w[:-1] / sd[keep]
     intercept = float(w[-1] - slopes[keep] @ mu[keep])
     cross = {label: float(slopes[i]) for i, label in enumerate(label_ids) if i != own and slopes[i] != 0.0}
     return PlattMap(float(slopes[own]), intercept, n_pos, n_neg, cross)
