@@ -36,6 +36,7 @@ from training.augment import Augmentation
 from training.case_tensors import CaseTensors
 from training.precision import autocast, resolve_precision
 from training.schedule import adamw_groups, warmup_cosine
+from training.side_swap import side_swap_loss, side_swap_table
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -62,6 +63,7 @@ class TrainOptions:
     missing_rate: float = 0.15       # phantom only
     sentence_sampling: float = 0.0   # share of reports replaced, per step, by 1-3 of their sentences
     augment: bool = False            # shift/re-level films, roll/scale ECGs per step (training/augment.py)
+    side_swap: float = 0.0           # weight of the side-swapped-report hard negatives (training/side_swap.py)
     label_set: str | None = None     # vocabulary for the loss's label-aware targets (None: phantom for phantom data)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
@@ -293,6 +295,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     ctx = _setup_distributed()
     precision = resolve_precision(opts.precision, ctx.device)  # before any work: a bad value fails at once
     frozen_towers = _check_freeze(opts.freeze)
+    _check_side_swap(opts, frozen_towers)
     if opts.init_from:
         resolve_checkpoint(opts.init_from)  # a wrong path fails here, before the output folder is made
     if opts.threads:
@@ -319,6 +322,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         # distinct sentence) would be filled for nothing.
         model.text.enable_prefix_cache()
         report_tokens = tokenise_reports(bundle, data.reports)
+    swap_table, has_swap = (side_swap_table(bundle, data, ctx.device, precision) if opts.side_swap > 0
+                            else (None, None))
     findings = _label_findings(data, opts, max(label_target_shares(bundle.config["loss"]).values()))
     # fused: one kernel over all parameters; on 2 CPU cores the step takes ~3 ms instead of ~12.
     optimizer = torch.optim.AdamW(adamw_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6,
@@ -371,6 +376,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             full = _full_rows(emb, present, batch_size, model.embed_dim)
             shown = None if findings is None else {m: f[idx].to(ctx.device) for m, f in findings.items()}
             loss, parts = loss_fn(full, present, emb["logit_scale"].float(), shown)
+            if swap_table is not None:
+                valid = present["xray"] & present["text"] & has_swap[idx].to(ctx.device)
+                swap = side_swap_loss(full["xray"], full["text"], swap_table[idx].to(ctx.device), valid,
+                                      emb["logit_scale"].float())
+                loss = loss + opts.side_swap * swap
+                parts["side_swap"] = float(swap.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
@@ -422,6 +433,22 @@ def _progress(ctx: _Dist, opts: TrainOptions, total: int, epoch: int):
 
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="step", file=sys.stderr,
                 dynamic_ncols=True, leave=True)
+
+
+def _check_side_swap(opts: TrainOptions, frozen_towers: tuple[str, ...]) -> None:
+    """The side-swap term needs a trainable X-ray tower and a frozen, cached text tower: the swapped
+    reports are embedded once, like the frozen-tower cache, rather than a second text pass per step."""
+    if opts.side_swap == 0:
+        return
+    if not opts.side_swap > 0:
+        raise InvalidInputError("side_swap", f"got {opts.side_swap}; use a weight > 0 (e.g. 0.5), or 0 for off")
+    if "xray" in frozen_towers:
+        raise InvalidInputError("side_swap", "the X-ray tower is frozen, so nothing would learn from the swapped "
+                                             "reports; leave xray out of --freeze")
+    if "text" not in frozen_towers or not opts.cache_frozen or opts.sentence_sampling > 0:
+        raise InvalidInputError("side_swap", "needs the text tower frozen and cached (--freeze text, without "
+                                             "--no-cache-frozen or --sentence-sampling): the swapped reports are "
+                                             "embedded once, not per step")
 
 
 def _check_freeze(towers: tuple[str, ...]) -> tuple[str, ...]:

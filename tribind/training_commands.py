@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="share of reports replaced, per step, by 1-3 of their sentences (0 = always whole reports)")
     train.add_argument("--augment", action="store_true",
                        help="shift and re-level X-rays, roll and scale ECGs each step (labels stay true; training/augment.py)")
+    train.add_argument("--side-swap", type=float, default=0.0, metavar="WEIGHT",
+                       help="add a loss term, with this weight, that asks each film to score its own report above "
+                            "the report with left and right exchanged in its finding sentences (teaches laterality; "
+                            "needs --freeze text; training/side_swap.py). Default 0: off")
     train.add_argument("--label-set", default=None,
                        help="label set of the data's labels, for a preset whose loss.label_targets > 0 "
                             "(default: phantom for phantom data)")
@@ -84,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         data=args.data, case_cache=args.case_cache, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
+        side_swap=args.side_swap,
         label_set=args.label_set, split=args.split or None, threads=args.threads, precision=args.precision,
         resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress,
     ))
