@@ -52,9 +52,9 @@ bench: $(STAMP)
 # against the other towers' embeddings computed once, on 12,000 cases drawn once (CASE_CACHE); then the
 # calibration. Copy $(RUN)/stage3 into encoders/checkpoints/default/ to bundle it.
 train-tiny: $(STAMP)
-	$(TRAIN) --preset tiny --cases 6000 --lr 1e-3 --warmup-steps 50 --max-minutes 8.5 --out $(RUN)/stage1
-	$(TRAIN) --init-from $(RUN)/stage1 --freeze xray,text --cases 12000 --lr 3e-4 --warmup-steps 20 --max-minutes 3 --out $(RUN)/stage2
-	$(TRAIN) --init-from $(RUN)/stage2 --freeze ecg,text --cases 12000 --lr 2e-4 --warmup-steps 20 --max-minutes 3.5 --out $(RUN)/stage3
+	$(TRAIN) --preset tiny --cases 6000 --lr 1e-3 --warmup-steps 50 --max-minutes 8 --out $(RUN)/stage1
+	$(TRAIN) --init-from $(RUN)/stage1 --freeze xray,text --cases 12000 --lr 3e-4 --warmup-steps 20 --max-minutes 2.5 --out $(RUN)/stage2
+	$(TRAIN) --init-from $(RUN)/stage2 --freeze ecg,text --cases 12000 --lr 5e-4 --warmup-steps 20 --max-minutes 3.5 --out $(RUN)/stage3
 	$(VENV)/bin/tribind calibrate --checkpoint $(RUN)/stage3 --data phantom --seed 4242 --cases 1500
 
 protos: $(STAMP)

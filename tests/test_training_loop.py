@@ -112,19 +112,20 @@ def test_frozen_towers_are_embedded_once_in_eval_mode(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TriBindModel, "encode_xray", counting)
     base = tmp_path / "base"
+    # fp32 asked for: on a CPU with native bf16, `auto` would time a few passes first (training.precision).
     train(TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(base), threads=1, progress=False,
-                       warmup_steps=1))
+                       warmup_steps=1, precision="fp32"))
     assert calls["xray"] == 3  # three steps, every one with films
     calls["xray"] = 0
     train(TrainOptions(init_from=str(base), freeze=("xray", "ecg"), cases=24, epochs=2, batch_size=8,
-                       out=str(tmp_path / "cached"), threads=1, progress=False, warmup_steps=1))
+                       out=str(tmp_path / "cached"), threads=1, progress=False, warmup_steps=1, precision="fp32"))
     assert calls["xray"] == 1 and _events(tmp_path / "cached")[0]["cached_towers"] == ["ecg", "xray"]
     calls["xray"] = 0
     from tribind.cli import main
 
     assert main(["train", "--init-from", str(base), "--freeze", "xray,ecg", "--no-cache-frozen", "--cases", "24",
                  "--epochs", "2", "--batch-size", "8", "--warmup-steps", "1", "--threads", "1", "--no-progress",
-                 "--out", str(tmp_path / "per_step")]) == 0
+                 "--precision", "fp32", "--out", str(tmp_path / "per_step")]) == 0
     assert calls["xray"] == 6 and _events(tmp_path / "per_step")[0]["cached_towers"] == []  # 2 epochs x 3 steps
 
 

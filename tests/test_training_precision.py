@@ -11,7 +11,8 @@ import torch
 from encoders import create_model, load_model
 from encoders.errors import InvalidInputError
 from training import precision as precision_module
-from training.precision import cpu_has_native_bf16, resolve_precision
+from training import train as train_module
+from training.precision import cpu_has_native_bf16, fastest_precision, resolve_precision
 from training.train import TrainOptions, train
 
 REPORTS = ["Cardiomegaly. Small left pleural effusion. Sinus rhythm.", "Normal chest radiograph. Normal ECG.",
@@ -75,3 +76,84 @@ def test_an_unknown_precision_fails_before_training(tmp_path):
         train(TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(tmp_path / "x"), threads=1,
                            progress=False, precision="fp8"))
     assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+def _ticking(costs: dict[str, float], first_call_extra: float = 0.0):
+    """A fake clock and a step that advances it by `costs[precision]` (plus `first_call_extra` the
+    first time each precision runs, as oneDNN's kernel building does)."""
+    now, calls = [0.0], []
+
+    def step(precision: str) -> None:
+        calls.append(precision)
+        now[0] += costs[precision] + (first_call_extra if calls.count(precision) == 1 else 0.0)
+
+    return step, (lambda: now[0]), calls
+
+
+@pytest.mark.parametrize("costs, expected", [({"bf16": 0.6, "fp32": 0.45}, "fp32"),
+                                             ({"bf16": 0.15, "fp32": 0.27}, "bf16"),
+                                             ({"bf16": 0.29, "fp32": 0.30}, "fp32")])  # within 5 %: fp32
+def test_fastest_precision_times_both_and_ignores_the_first_call(costs, expected):
+    step, clock, calls = _ticking(costs, first_call_extra=5.0)
+    chosen, seconds = fastest_precision(step, repeats=3, clock=clock)
+    assert chosen == expected
+    assert seconds == pytest.approx(costs)          # the warm-up calls (5 s more) are not counted
+    assert calls == ["bf16", "fp32"] * 4            # interleaved: a slow spell hits both
+    with pytest.raises(InvalidInputError, match="repeats"):
+        fastest_precision(step, repeats=0)
+
+
+def test_one_stray_slow_pass_does_not_decide():
+    """Median, not mean: a pass that a neighbour's burst slows threefold is outvoted."""
+    now, fp32_calls = [0.0], [0]
+
+    def step(precision: str) -> None:
+        if precision == "fp32":
+            fp32_calls[0] += 1
+            now[0] += 0.60 if fp32_calls[0] == 3 else 0.20
+        else:
+            now[0] += 0.25
+
+    chosen, seconds = fastest_precision(step, repeats=5, clock=lambda: now[0])
+    assert chosen == "fp32" and seconds == pytest.approx({"bf16": 0.25, "fp32": 0.20})
+
+
+def _run(tmp_path, name, precision):
+    out = tmp_path / name
+    train(TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(out), threads=1, seed=3,
+                       progress=False, warmup_steps=1, precision=precision))
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    return start, load_model(out).model.state_dict()
+
+
+def test_auto_on_a_native_bf16_cpu_trains_in_the_precision_the_probe_measured_faster(tmp_path, monkeypatch):
+    """The probe runs real forward+backward passes of the first batch, yet the run it precedes is
+    bit for bit the run without it: it restores the RNG and drops its gradients."""
+    real = train_module.fastest_precision
+
+    def fp32_wins(step, repeats=5):
+        inner, clock, _ = _ticking({"bf16": 2.0, "fp32": 1.0})
+        return real(lambda p: (step(p), inner(p)), repeats, clock=clock)
+
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(train_module, "fastest_precision", fp32_wins)
+    probed, probed_weights = _run(tmp_path, "auto", "auto")
+    assert probed["precision"] == "fp32"
+    assert probed["precision_probe_ms"] == {"bf16": 2000.0, "fp32": 1000.0}
+    plain, plain_weights = _run(tmp_path, "fp32", "fp32")
+    assert "precision_probe_ms" not in plain
+    assert probed_weights.keys() == plain_weights.keys()
+    for key, tensor in plain_weights.items():
+        assert torch.equal(tensor, probed_weights[key]), key
+
+
+def test_no_probe_where_the_choice_is_not_open(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_module, "fastest_precision", lambda *a, **k: calls.append(1) or ("fp32", {}))
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    start, _ = _run(tmp_path, "emulated", "auto")          # no native bf16: fp32 without timing
+    assert start["precision"] == "fp32" and "precision_probe_ms" not in start
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    start, _ = _run(tmp_path, "asked", "bf16")              # asked for: honoured, not second-guessed
+    assert start["precision"] == "bf16" and "precision_probe_ms" not in start
+    assert calls == []

@@ -34,7 +34,7 @@ from encoders.loss import TriModalLoss
 from encoders.sentences import split_sentences
 from training.augment import Augmentation
 from training.case_tensors import CaseTensors
-from training.precision import autocast, resolve_precision
+from training.precision import autocast, fastest_precision, resolve_precision
 from training.schedule import adamw_groups, warmup_cosine
 from training.side_swap import side_swap_loss, side_swap_table
 
@@ -67,7 +67,7 @@ class TrainOptions:
     label_set: str | None = None     # vocabulary for the loss's label-aware targets (None: phantom for phantom data)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
-    precision: str = "auto"          # forward pass: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
+    precision: str = "auto"          # forward pass: bf16 on CUDA, the faster one (measured) on CPUs with native bf16, else fp32
     resume: bool = False
     log_every: int = 10
     max_minutes: float | None = None  # time budget: the cosine decay fits in it; stop (and save) at its end
@@ -250,6 +250,49 @@ def epoch_batches(data: CaseTensors, seed: int, global_batch: int, window: int =
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def cached_towers(opts: TrainOptions, frozen_towers: tuple[str, ...]) -> tuple[str, ...]:
+    """The frozen towers whose embeddings `frozen_embedding_cache` computes once: those whose inputs do
+    not change per step."""
+    if not opts.cache_frozen:
+        return ()
+    varies = {"xray": opts.augment, "ecg": opts.augment, "text": opts.sentence_sampling > 0}
+    return tuple(m for m in frozen_towers if not varies[m])
+
+
+def probe_precision(model: torch.nn.Module, bundle: ModelBundle, data: CaseTensors, batch_size: int,
+                    ctx: _Dist, skip: tuple[str, ...],
+                    report_tokens: list[np.ndarray | None] | None) -> tuple[str, dict[str, float]]:
+    """`tribind train --precision auto` on a CPU with native bf16: the faster of bf16 and fp32 for a
+    forward+backward of a batch of this run's cases (its first `batch_size`) (training.precision.fastest_precision says why).
+
+    The probe leaves no trace: the torch RNG is restored and the gradients dropped, and the towers
+    have no batch statistics to move. Every rank probes; rank 0's answer is broadcast so that all
+    train in one precision."""
+    batch, _ = _batch_inputs(bundle, data, torch.arange(batch_size), ctx.device, report_tokens=report_tokens,
+                             skip=skip)
+    rng = torch.get_rng_state()
+
+    def step(precision: str) -> None:
+        with autocast(precision, ctx.device):
+            emb = model(batch)
+        outputs = [emb[m].float().sum() for m in ("xray", "ecg", "text") if m in emb]
+        if outputs:  # any scalar that reaches every trained parameter costs the backward of the real loss
+            torch.stack(outputs).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    model.train()
+    try:
+        chosen, seconds = fastest_precision(step)
+    finally:
+        torch.set_rng_state(rng)
+        model.zero_grad(set_to_none=True)
+    if ctx.world > 1:
+        flag = torch.tensor([1 if chosen == "bf16" else 0], device=ctx.device)
+        dist.broadcast(flag, src=0)
+        chosen = "bf16" if int(flag) else "fp32"
+    return chosen, seconds
+
+
 def frozen_embedding_cache(bundle: ModelBundle, data: CaseTensors, opts: TrainOptions, frozen_towers: tuple[str, ...],
                            device: torch.device, precision: str) -> dict[str, torch.Tensor]:
     """{modality: [N, D]}: every case's embedding by each frozen tower whose input is the same at every
@@ -262,10 +305,7 @@ def frozen_embedding_cache(bundle: ModelBundle, data: CaseTensors, opts: TrainOp
     inputs change per step (`augment` for films and ECGs, `sentence_sampling` for reports) still runs in
     the loop; `cache_frozen=False` runs every frozen tower there, in training mode (session 18's run s18e).
     """
-    if not opts.cache_frozen:
-        return {}
-    varies = {"xray": opts.augment, "ecg": opts.augment, "text": opts.sentence_sampling > 0}
-    towers = tuple(m for m in frozen_towers if not varies[m])
+    towers = cached_towers(opts, frozen_towers)
     if not towers:
         return {}
     from training.case_tensors import embed_cases
@@ -315,13 +355,18 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     steps_per_epoch = len(data) // (batch_size * ctx.world)
     total_steps = steps_per_epoch * opts.epochs
 
-    cached = frozen_embedding_cache(bundle, data, opts, frozen_towers, ctx.device, precision)
+    skip = cached_towers(opts, frozen_towers)
     report_tokens = None
-    if "text" not in cached:
+    if "text" not in skip:
         # Not for a cached text tower: it never runs in the loop, so the prefix cache (~30 KB per
         # distinct sentence) would be filled for nothing.
         model.text.enable_prefix_cache()
         report_tokens = tokenise_reports(bundle, data.reports)
+    probe = None
+    if opts.precision == "auto" and ctx.device.type == "cpu" and precision == "bf16":
+        precision, seconds = probe_precision(model, bundle, data, batch_size, ctx, skip, report_tokens)
+        probe = {name: round(s * 1000, 1) for name, s in seconds.items()}
+    cached = frozen_embedding_cache(bundle, data, opts, frozen_towers, ctx.device, precision)
     swap_table, has_swap = (side_swap_table(bundle, data, ctx.device, precision) if opts.side_swap > 0
                             else (None, None))
     findings = _label_findings(data, opts, max(label_target_shares(bundle.config["loss"]).values()))
@@ -351,6 +396,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if ctx.main:
         _write_metrics(out, {"event": "start", "options": asdict(opts), "cases": len(data), "world_size": ctx.world,
                              "batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "precision": precision,
+                             **({"precision_probe_ms": probe} if probe else {}),
                              "cached_towers": sorted(cached),
                              "setup_seconds": round(time.time() - started, 2)})
     train_started = clock["start"] = time.time()

@@ -52,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     # training.precision.PRECISIONS, spelled out: importing it would pull torch in at CLI start-up.
     train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                       help="forward pass: auto = bf16 autocast on CUDA and on CPUs with native bf16 "
-                            "(AVX512-BF16/AMX), else fp32 (default: auto)")
+                       help="forward pass: auto = bf16 autocast on CUDA; on a CPU with native bf16 (AVX512-BF16/AMX) "
+                            "whichever of bf16 and fp32 a timed step on a batch of the run's cases finds faster; "
+                            "else fp32 (default: auto)")
     train.add_argument("--max-minutes", type=float, default=None, help="training time budget: the learning-rate decay is fitted into it, and training stops and saves at its end")
     train.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     train.add_argument("--no-progress", action="store_true", help="no tqdm bar")
