@@ -1,8 +1,8 @@
 """Side-swapped reports as hard negatives for the X-ray tower: teach it which side a finding is on.
 
-Why: the session-21 checkpoint reads an effusion but hardly its side. Its left and right effusion
-margins are 0.99 correlated, and a logistic probe on its film embeddings tells a left-only from a
-right-only effusion at AUROC 0.70. In a batch of 32 few reports differ from the film's own report
+Why: session 20's checkpoint (tiny-1228df984afc78d3) reads an effusion but hardly its side. Its left
+and right effusion margins are 0.99 correlated, and a logistic probe on its film embeddings tells a
+left-only from a right-only effusion at AUROC 0.70. In a batch of 32 few reports differ from the film's own report
 only in a side, so the contrastive loss seldom asks for laterality. This term asks for it directly:
 each film must score its own report above the same report with left and right exchanged in its
 finding sentences. It is NegCLIP's idea (Yuksekgonul et al. 2023, "When and why vision-language
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from encoders.sentences import split_sentences
+from encoders.factory import ModelBundle
 from training.case_tensors import CaseTensors, embed_cases
 
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -52,7 +53,7 @@ def swap_sides(report: str) -> str | None:
     return " ".join(out) if changed else None
 
 
-def side_swap_table(bundle, data: CaseTensors, device: torch.device, precision: str,
+def side_swap_table(bundle: ModelBundle, data: CaseTensors, device: torch.device, precision: str,
                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """([N, D] unit embeddings of every case's side-swapped report by the text tower in eval mode,
     [N] bool: the case has one). For a frozen text tower: computed once, like the frozen-tower cache."""

@@ -263,7 +263,8 @@ def probe_precision(model: torch.nn.Module, bundle: ModelBundle, data: CaseTenso
                     ctx: _Dist, skip: tuple[str, ...],
                     report_tokens: list[np.ndarray | None] | None) -> tuple[str, dict[str, float]]:
     """`tribind train --precision auto` on a CPU with native bf16: the faster of bf16 and fp32 for a
-    forward+backward of a batch of this run's cases (its first `batch_size`) (training.precision.fastest_precision says why).
+    forward+backward of a batch of this run's cases, its first `batch_size` (why measure, and how:
+    training.precision.fastest_precision).
 
     The probe leaves no trace: the torch RNG is restored and the gradients dropped, and the towers
     have no batch statistics to move. Every rank probes; rank 0's answer is broadcast so that all
