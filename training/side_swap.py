@@ -2,11 +2,12 @@
 
 Why: session 20's checkpoint (tiny-1228df984afc78d3) reads an effusion but hardly its side. Its left
 and right effusion margins are 0.99 correlated, and a logistic probe on its film embeddings tells a
-left-only from a right-only effusion at AUROC 0.70. In a batch of 32 few reports differ from the film's own report
-only in a side, so the contrastive loss seldom asks for laterality. This term asks for it directly:
-each film must score its own report above the same report with left and right exchanged in its
-finding sentences. It is NegCLIP's idea (Yuksekgonul et al. 2023, "When and why vision-language
-models behave like bags-of-words, and what to do about it"), with a swap in place of a word shuffle.
+left-only from a right-only effusion at AUROC 0.70. In a batch of 32 few reports differ from the
+film's own report only in a side, so the contrastive loss seldom asks for laterality. This term
+asks for it directly: each film must score its own report above the same report with left and right
+exchanged in its finding sentences. It is NegCLIP's idea (Yuksekgonul et al. 2023, "When and why
+vision-language models behave like bags-of-words, and what to do about it"), with a swap in place of a
+word shuffle.
 
 Only sentences that name a lateral chest finding are swapped (effusion, pneumothorax, consolidation,
 atelectasis, a lobe, an angle or a base...). Side words in other sentences are left alone:
@@ -23,8 +24,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from encoders.sentences import split_sentences
 from encoders.factory import ModelBundle
+from encoders.sentences import split_sentences
 from training.case_tensors import CaseTensors, embed_cases
 
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
