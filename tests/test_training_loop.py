@@ -277,3 +277,28 @@ def test_training_with_label_targets_runs_and_logs_the_text_pairs(tmp_path):
     steps = [e for e in _events(out) if e["event"] == "step"]
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
     assert load_model(out).config["loss"]["label_targets"] == 0.5
+
+
+def test_label_targets_of_one_run_are_saved_in_its_config(tmp_path, capsys):
+    base = tmp_path / "base"
+    train(TrainOptions(preset="test", cases=24, epochs=1, batch_size=8, out=str(base), threads=1, progress=False,
+                       warmup_steps=1))
+    assert load_model(base).config["loss"].get("label_targets", 0.0) == 0.0
+    out = tmp_path / "xray_stage"
+    summary = train(TrainOptions(preset=None, init_from=str(base), freeze=("ecg", "text"), label_targets={"xray_text": 0.3},
+                                 cases=24, epochs=1, batch_size=8, out=str(out), threads=1, progress=False,
+                                 warmup_steps=1))
+    adapted = load_model(out)
+    assert adapted.config["loss"]["label_targets"] == {"xray_text": 0.3, "ecg_text": 0.0}  # the other pair kept
+    assert adapted.model_version == summary["model_version"]  # the config it hashes is the saved one
+
+    for bad, match in (({"xray_ecg": 0.3}, "unknown pair"), ({"xray_text": 1.0}, r"in \[0, 1\)"),
+                       ({"xray_text": float("nan")}, r"in \[0, 1\)")):
+        with pytest.raises(InvalidInputError, match=match) as err:
+            train(TrainOptions(init_from=str(base), label_targets=bad, out=str(tmp_path / "x")))
+        assert err.value.field == "label_targets"
+    from tribind.cli import main
+
+    assert main(["train", "--init-from", str(base), "--label-targets", "xray_text:0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "label_targets: 'xray_text:0.3' is not PAIR=SHARE" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything was written

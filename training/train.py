@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from encoders.checkpoint import resolve_checkpoint, save_state
-from encoders.config import label_target_shares
+from encoders.config import TEXT_PAIRS, label_target_shares
 from encoders.errors import InvalidInputError
 from encoders.factory import ModelBundle, create_model
 from encoders.loss import TriModalLoss
@@ -64,6 +64,7 @@ class TrainOptions:
     sentence_sampling: float = 0.0   # share of reports replaced, per step, by 1-3 of their sentences
     augment: bool = False            # shift/re-level films, roll/scale ECGs per step (training/augment.py)
     side_swap: float = 0.0           # weight of the side-swapped-report hard negatives (training/side_swap.py)
+    label_targets: dict[str, float] | None = None  # {text pair: share}: replaces those of the config's loss.label_targets
     label_set: str | None = None     # vocabulary for the loss's label-aware targets (None: phantom for phantom data)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
@@ -337,6 +338,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     precision = resolve_precision(opts.precision, ctx.device)  # before any work: a bad value fails at once
     frozen_towers = _check_freeze(opts.freeze)
     _check_side_swap(opts, frozen_towers)
+    _check_label_targets(opts.label_targets)
     if opts.init_from:
         resolve_checkpoint(opts.init_from)  # a wrong path fails here, before the output folder is made
     if opts.threads:
@@ -347,6 +349,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     started = time.time()
     torch.manual_seed(opts.seed)  # identical initial weights on every rank
     bundle = create_model(None, checkpoint=opts.init_from) if opts.init_from else create_model(opts.preset)
+    if opts.label_targets:
+        # Saved with the checkpoint's config, so its model_version and any later --init-from carry it.
+        bundle.config["loss"]["label_targets"] = {**label_target_shares(bundle.config["loss"]), **opts.label_targets}
     model = bundle.model.to(ctx.device)
     frozen = _freeze(model, frozen_towers)
     data = load_training_data(bundle, opts, ctx.world, ctx.main)
@@ -496,6 +501,20 @@ def _check_side_swap(opts: TrainOptions, frozen_towers: tuple[str, ...]) -> None
         raise InvalidInputError("side_swap", "needs the text tower frozen and cached (--freeze text, without "
                                              "--no-cache-frozen or --sentence-sampling): the swapped reports are "
                                              "embedded once, not per step")
+
+
+def _check_label_targets(shares: dict[str, float] | None) -> None:
+    """Checked before anything is written: the pair names and shares `encoders.config` accepts."""
+    if not shares:
+        return
+    unknown = sorted(set(shares) - set(TEXT_PAIRS))
+    if unknown:
+        raise InvalidInputError("label_targets", f"unknown pair(s) {unknown}; only the pairs with text take "
+                                                 f"label-aware targets: {', '.join(TEXT_PAIRS)}")
+    for pair, share in shares.items():
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+            raise InvalidInputError("label_targets", f"{pair}={share!r}: use a share in [0, 1) of each target "
+                                                     "spread over cases with alike findings (0: one-hot targets)")
 
 
 def _check_freeze(towers: tuple[str, ...]) -> tuple[str, ...]:

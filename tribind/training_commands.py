@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="add a loss term, with this weight, that asks each film to score its own report above "
                             "the report with left and right exchanged in its finding sentences (teaches laterality; "
                             "needs --freeze text; training/side_swap.py). Default 0: off")
+    train.add_argument("--label-targets", default=None, metavar="PAIR=SHARE[,PAIR=SHARE]",
+                       help="label-aware targets for this run, e.g. xray_text=0.3: that share of each text pair's "
+                            "target spread over the batch's cases with alike findings (MedCLIP; encoders/loss.py). "
+                            "Replaces the named pairs of the preset's or --init-from checkpoint's loss.label_targets "
+                            "and is saved in the new checkpoint's config")
     train.add_argument("--label-set", default=None,
                        help="label set of the data's labels, for a preset whose loss.label_targets > 0 "
                             "(default: phantom for phantom data)")
@@ -77,6 +82,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval)
 
 
+def _label_targets(text: str | None) -> dict[str, float] | None:
+    """Parse `xray_text=0.3,ecg_text=0.5` into {pair: share}; training.train checks names and ranges."""
+    from encoders.errors import InvalidInputError
+
+    if not text:
+        return None
+    shares: dict[str, float] = {}
+    for part in text.split(","):
+        pair, sep, value = part.partition("=")
+        try:
+            shares[pair.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InvalidInputError("label_targets", f"{part.strip()!r} is not PAIR=SHARE; write e.g. xray_text=0.3")
+    return shares
+
+
 def _train(args: argparse.Namespace) -> int:
     from encoders.errors import InvalidInputError
     from training.train import TrainOptions, train
@@ -89,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
         data=args.data, case_cache=args.case_cache, cases=args.cases, seed=args.seed, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=args.grad_clip, missing_rate=args.missing_rate, sentence_sampling=args.sentence_sampling, augment=args.augment,
-        side_swap=args.side_swap,
+        side_swap=args.side_swap, label_targets=_label_targets(args.label_targets),
         label_set=args.label_set, split=args.split or None, threads=args.threads, precision=args.precision,
         resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress,
     ))
