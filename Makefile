@@ -47,7 +47,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
-# The bundled checkpoint's recipe from random init, ~27 minutes on 2 CPU cores (README: The bundled
+# The bundled checkpoint's recipe from random init, ~26 minutes on 2 CPU cores (README: The bundled
 # checkpoint): every tower on 6,000 cases; then the ECG tower alone and then the X-ray tower alone, each
 # against the other towers' embeddings computed once, on 12,000 cases drawn once (CASE_CACHE); the X-ray
 # stage with label-aware targets and side-swapped reports, which lifted effusion top-2 in Classify from
