@@ -50,8 +50,8 @@ bench: $(STAMP)
 # The bundled checkpoint's recipe from random init, ~26 minutes on 2 CPU cores (README: The bundled
 # checkpoint): every tower on 6,000 cases; then the ECG tower alone and then the X-ray tower alone, each
 # against the other towers' embeddings computed once, on 12,000 cases drawn once (CASE_CACHE); the X-ray
-# stage with label-aware targets and side-swapped reports, which lifted effusion top-2 in Classify from
-# 125 to 155 of 200 films (session 24); then the calibration. Copy $(RUN)/stage3 into
+# stage for 10 minutes with label-aware targets and side-swapped reports, which lifted effusion top-2 in
+# Classify from 125 to 155 of 200 films (141 without the two terms; session 24); then the calibration. Copy $(RUN)/stage3 into
 # encoders/checkpoints/default/ to bundle it.
 train-tiny: $(STAMP)
 	$(TRAIN) --preset tiny --cases 6000 --lr 1e-3 --warmup-steps 50 --max-minutes 8 --out $(RUN)/stage1

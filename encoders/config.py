@@ -23,7 +23,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 _POOLINGS = ("mean", "cls", "last", "mean_query", "sentence_query")
 _LOSS_TERMS = ("xray_text", "ecg_text", "xray_ecg")
-TEXT_PAIRS = ("xray_text", "ecg_text")
+_TEXT_PAIRS = ("xray_text", "ecg_text")
 
 
 def list_presets() -> list[str]:
@@ -105,27 +105,32 @@ def validate_config(config: dict[str, Any]) -> None:
     loss = config.setdefault("loss", {})
     for term in _LOSS_TERMS:
         loss.setdefault(term, 1.0)
-    shares = loss.get("label_targets", 0.0)
-    per_pair = shares if isinstance(shares, dict) else dict.fromkeys(TEXT_PAIRS, shares)
-    for pair, share in per_pair.items():
-        if pair not in TEXT_PAIRS:
-            raise InvalidInputError(f"config.loss.label_targets.{pair}", "only the pairs with text take label-aware "
-                                    "targets (xray_text, ecg_text); X-ray<->ECG matches the same case")
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
-            raise InvalidInputError("config.loss.label_targets", "is the share of a target spread over cases with the "
-                                    "same findings; use a value in [0, 1) (0: CLIP's one-hot targets), or one per "
-                                    "pair: {\"xray_text\": ..., \"ecg_text\": ...}")
+    check_label_targets(loss.get("label_targets", 0.0))
     unknown = set(loss) - set(_LOSS_TERMS) - {"label_targets"}
     if unknown:
         raise InvalidInputError("config.loss", f"unknown terms {sorted(unknown)}; valid: {', '.join(_LOSS_TERMS)}")
+
+
+def check_label_targets(shares: Any) -> None:
+    """`loss.label_targets`: one share for both text pairs, or {pair: share}, each in [0, 1)."""
+    per_pair = shares if isinstance(shares, dict) else dict.fromkeys(_TEXT_PAIRS, shares)
+    for pair, share in per_pair.items():
+        if pair not in _TEXT_PAIRS:
+            raise InvalidInputError(f"config.loss.label_targets.{pair}", f"unknown pair {pair!r}: only the pairs with "
+                                    "text take label-aware targets (xray_text, ecg_text); X-ray<->ECG matches the "
+                                    "same case")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+            raise InvalidInputError("config.loss.label_targets", f"{pair}={share!r} is the share of a target spread "
+                                    "over cases with the same findings; use a value in [0, 1) (0: CLIP's one-hot "
+                                    "targets), or one per pair: {\"xray_text\": ..., \"ecg_text\": ...}")
 
 
 def label_target_shares(loss: dict[str, Any]) -> dict[str, float]:
     """`loss.label_targets` (absent, one share, or one per text pair) as {pair: share} for both text pairs."""
     shares = loss.get("label_targets", 0.0)
     if isinstance(shares, dict):
-        return {pair: float(shares.get(pair, 0.0)) for pair in TEXT_PAIRS}
-    return dict.fromkeys(TEXT_PAIRS, float(shares))
+        return {pair: float(shares.get(pair, 0.0)) for pair in _TEXT_PAIRS}
+    return dict.fromkeys(_TEXT_PAIRS, float(shares))
 
 
 def ecg_num_samples(config: dict[str, Any]) -> int:

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from encoders.checkpoint import resolve_checkpoint, save_state
-from encoders.config import TEXT_PAIRS, label_target_shares
+from encoders.config import check_label_targets, label_target_shares
 from encoders.errors import InvalidInputError
 from encoders.factory import ModelBundle, create_model
 from encoders.loss import TriModalLoss
@@ -64,7 +64,7 @@ class TrainOptions:
     sentence_sampling: float = 0.0   # share of reports replaced, per step, by 1-3 of their sentences
     augment: bool = False            # shift/re-level films, roll/scale ECGs per step (training/augment.py)
     side_swap: float = 0.0           # weight of the side-swapped-report hard negatives (training/side_swap.py)
-    label_targets: dict[str, float] | None = None  # {text pair: share}: replaces those of the config's loss.label_targets
+    label_targets: dict[str, float] | None = None  # {text pair: share} over the config's loss.label_targets
     label_set: str | None = None     # vocabulary for the loss's label-aware targets (None: phantom for phantom data)
     split: str | None = "train"      # manifest only: rows of this split (None = all)
     threads: int | None = None       # torch CPU threads per process (None: leave torch's default)
@@ -504,17 +504,14 @@ def _check_side_swap(opts: TrainOptions, frozen_towers: tuple[str, ...]) -> None
 
 
 def _check_label_targets(shares: dict[str, float] | None) -> None:
-    """Checked before anything is written: the pair names and shares `encoders.config` accepts."""
+    """encoders.config's rules for `loss.label_targets`, checked before anything is written and reported
+    under the option's name."""
     if not shares:
         return
-    unknown = sorted(set(shares) - set(TEXT_PAIRS))
-    if unknown:
-        raise InvalidInputError("label_targets", f"unknown pair(s) {unknown}; only the pairs with text take "
-                                                 f"label-aware targets: {', '.join(TEXT_PAIRS)}")
-    for pair, share in shares.items():
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
-            raise InvalidInputError("label_targets", f"{pair}={share!r}: use a share in [0, 1) of each target "
-                                                     "spread over cases with alike findings (0: one-hot targets)")
+    try:
+        check_label_targets(shares)
+    except InvalidInputError as exc:
+        raise InvalidInputError("label_targets", exc.reason) from None
 
 
 def _check_freeze(towers: tuple[str, ...]) -> tuple[str, ...]:

@@ -90,13 +90,12 @@ def _label_targets(text: str | None) -> dict[str, float] | None:
         return None
     shares: dict[str, float] = {}
     for part in text.split(","):
-        pair, sep, value = part.partition("=")
+        pair, _, value = part.partition("=")
         try:
-            shares[pair.strip()] = float(value)
+            shares[pair.strip()] = float(value)  # no "=" leaves value empty, which float() refuses too
         except ValueError:
-            sep = ""
-        if not sep:
-            raise InvalidInputError("label_targets", f"{part.strip()!r} is not PAIR=SHARE; write e.g. xray_text=0.3")
+            raise InvalidInputError("label_targets",
+                                    f"{part.strip()!r} is not PAIR=SHARE; write e.g. xray_text=0.3") from None
     return shares
 
 
